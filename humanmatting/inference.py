@@ -1,0 +1,185 @@
+"""`Matter`: an image in, the person's alpha matte out, at the image's own size."""
+
+import math
+
+import cv2
+import keras
+import numpy as np
+
+from humanmatting.fusion import fuse, is_deploy
+from humanmatting.io import as_rgb, load_rgb
+from humanmatting.registry import DEFAULT_MODEL, InputSpec, create_model, get_preset
+
+BACKENDS = ("keras",)
+
+
+def choose_size(height, width, sizes):
+    """The (H, W) in `sizes` whose aspect ratio is nearest (in log ratio) to height:width."""
+    ratio = math.log(height / width)
+    return min(sizes, key=lambda s: abs(math.log(s[0] / s[1]) - ratio))
+
+
+def check_sizes(sizes, divisor):
+    """Validates a table of (H, W) sizes; returns it as a tuple of int pairs."""
+    sizes = tuple((int(h), int(w)) for h, w in sizes)
+    if not sizes:
+        raise ValueError("sizes must hold at least one (H, W) pair")
+    for h, w in sizes:
+        if h <= 0 or w <= 0 or h % divisor or w % divisor:
+            raise ValueError(f"size {h}x{w} is not accepted: height and width must be "
+                             f"positive multiples of {divisor}")
+    return sizes
+
+
+class KerasBackend:
+    """Runs a Keras model through one compiled `tf.function` for every input size.
+
+    The input signature leaves batch, height and width unknown, so the function is traced once
+    and reused for every frame and size (an eager call per frame is about 5x slower).
+    """
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self.model = model
+        channels = model.input_shape[-1]
+        self._fn = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec((None, None, None, channels), tf.float32)])
+
+    @property
+    def tracing_count(self):
+        return self._fn.experimental_get_tracing_count()
+
+    def __call__(self, batch):
+        return self._fn(batch)
+
+
+def _person_channel(output, kind):
+    if isinstance(output, dict):
+        output = output["fused"]
+    output = np.asarray(output)
+    return output[..., 1] if kind == "softmax2" else output[..., 0]
+
+
+def _cover(background, height, width):
+    """Resizes and centre-crops `background` to fill (height, width) without distortion."""
+    bh, bw = background.shape[:2]
+    scale = max(height / bh, width / bw)
+    nh, nw = max(height, round(bh * scale)), max(width, round(bw * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(background, (nw, nh), interpolation=interp)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return resized[top:top + height, left:left + width]
+
+
+class Matter:
+    """Predicts alpha mattes of people with a registered model or your own Keras model.
+
+    Args:
+        model: a registered name (default `DEFAULT_MODEL`) or a keras.Model (training-form
+            models are fused first).
+        backend: "keras" (a compiled tf.function).
+        weights: for a registered name: "default", None or a path (see `create_model`).
+        input_spec: the input convention of a keras.Model passed directly (default: its input
+            channels, values scaled to [0, 1], the standard size table).
+        sizes: (H, W) sizes to run at instead of the preset's table; each image runs at the
+            one nearest its aspect ratio. Multiples of the input divisor (32).
+        output: "softmax2" or "sigmoid", for a keras.Model passed directly.
+
+    Example:
+        >>> matter = Matter("likeunet_dark_light_original")
+        >>> alpha = matter.predict("photo.jpg")                # (H, W) float32 in [0, 1]
+        >>> green = matter.composite("photo.jpg", (0, 177, 64))  # (H, W, 3) uint8
+    """
+
+    def __init__(self, model=None, *, backend="keras", weights="default", input_spec=None,
+                 sizes=None, output="softmax2"):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+        model = DEFAULT_MODEL if model is None else model
+        if isinstance(model, str):
+            preset = get_preset(model)
+            self.name = model
+            self.input_spec = preset.input
+            self.output = preset.output
+            keras_model = create_model(model, weights=weights)
+        elif isinstance(model, keras.Model):
+            self.name = model.name
+            self.input_spec = input_spec or InputSpec(channels=model.input_shape[-1])
+            self.output = output
+            keras_model = model if is_deploy(model) else fuse(model)
+        else:
+            raise ValueError(f"model must be a registered name or a keras.Model, got "
+                             f"{type(model).__name__}")
+        self.sizes = check_sizes(sizes or self.input_spec.sizes, self.input_spec.divisor)
+        self.model = keras_model
+        self.backend = backend
+        self._run = KerasBackend(keras_model)
+
+    def preprocess(self, image):
+        """(H, W, 3) uint8 RGB -> (1, h, w, C) float32 model input at the chosen size."""
+        height, width = image.shape[:2]
+        h, w = choose_size(height, width, self.sizes)
+        interp = cv2.INTER_AREA if h * w < height * width else cv2.INTER_LINEAR
+        x = cv2.resize(image, (w, h), interpolation=interp)
+        if self.input_spec.channels == 1:
+            x = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None]
+        return (x.astype(np.float32) * np.float32(self.input_spec.scale))[None]
+
+    def predict(self, image):
+        """Alpha matte of the people in an image.
+
+        Args:
+            image: (H, W, 3) uint8 RGB array (RGBA, gray and float [0, 1] are converted) or
+                the path of an image file.
+
+        Returns:
+            (H, W) float32 alpha in [0, 1], 1 = person, at the image's own size.
+
+        Raises:
+            FileNotFoundError, humanmatting.io.ImageError: a path that is missing, empty or not
+                an image.
+            ValueError: an array of the wrong shape or dtype.
+        """
+        image = load_rgb(image)
+        height, width = image.shape[:2]
+        alpha = _person_channel(self._run(self.preprocess(image)), self.output)[0]
+        alpha = cv2.resize(alpha.astype(np.float32), (width, height),
+                           interpolation=cv2.INTER_LINEAR)
+        return np.clip(alpha, 0.0, 1.0)
+
+    def composite(self, image, background=None, *, alpha=None):
+        """Cuts the person out, or puts them on a new background.
+
+        Args:
+            image: as for `predict`.
+            background: None for an RGBA cut-out; an (r, g, b) colour; or an RGB image (array
+                or path), resized and centre-cropped to cover the image.
+            alpha: a precomputed (H, W) alpha for `image`; predicted when None.
+
+        Returns:
+            (H, W, 4) uint8 RGBA when background is None, else (H, W, 3) uint8 RGB.
+        """
+        image = load_rgb(image)
+        alpha = self.predict(image) if alpha is None else np.asarray(alpha, np.float32)
+        if alpha.shape != image.shape[:2]:
+            raise ValueError(f"alpha shape {alpha.shape} does not match image {image.shape[:2]}")
+        if background is None:
+            a = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+            return np.dstack([image, a])
+        height, width = image.shape[:2]
+        if isinstance(background, (tuple, list)) and len(background) == 3 and all(
+                np.isscalar(c) for c in background):
+            if not all(0 <= c <= 255 for c in background):
+                raise ValueError(f"background colour {tuple(background)} must be 0-255 RGB")
+            bg = np.empty_like(image, dtype=np.float32)
+            bg[:] = np.asarray(background, np.float32)
+        else:
+            bg = _cover(load_rgb(background, "background"), height, width).astype(np.float32)
+        a = alpha[..., None]
+        out = image.astype(np.float32) * a + bg * (1.0 - a)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+__all__ = ["Matter", "as_rgb", "choose_size"]

@@ -1,0 +1,157 @@
+"""Reading and writing images and videos: clear errors for bad input, atomic writes."""
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
+
+#: Named colours accepted wherever a background colour is asked for.
+COLORS = {"green": (0, 177, 64), "blue": (0, 71, 187), "white": (255, 255, 255),
+          "black": (0, 0, 0), "gray": (128, 128, 128), "red": (220, 20, 60)}
+
+
+class ImageError(ValueError):
+    """An input file that cannot be used; the message names the file and the problem."""
+
+
+def sample_image_path():
+    """Path of the bundled sample photo (NASA astronaut Eileen Collins, public domain)."""
+    return Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
+
+
+def check_file(path):
+    """Raises FileNotFoundError / ImageError unless `path` is a non-empty regular file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: file is empty")
+    return path
+
+
+def read_image(path):
+    """Reads an image file as RGB.
+
+    Args:
+        path: an image file OpenCV can decode.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ImageError: the file is empty or not a decodable image.
+    """
+    path = check_file(path)
+    data = np.fromfile(path, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def as_rgb(image, what="image"):
+    """Validates an array image and returns it as (H, W, 3) uint8 RGB.
+
+    Accepts (H, W, 3) RGB, (H, W, 4) RGBA (alpha dropped) and (H, W) or (H, W, 1) grayscale,
+    uint8, or float in [0, 1].
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"{what} must be (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) gray; "
+                         f"got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{what} is empty: shape {image.shape}")
+    if image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.floating):
+            raise ValueError(f"{what} must be uint8 or float in [0, 1], got {image.dtype}")
+        image = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image[..., :3])
+
+
+def load_rgb(image, what="image"):
+    """A path or an array to (H, W, 3) uint8 RGB."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    return as_rgb(image, what)
+
+
+def parse_color(text):
+    """'green', '#00b140', '0,177,64' -> (r, g, b); ValueError otherwise."""
+    text = text.strip().lower()
+    if text in COLORS:
+        return COLORS[text]
+    if text.startswith("#") and len(text) == 7:
+        try:
+            return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
+        except ValueError:
+            pass
+    parts = text.split(",")
+    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        return tuple(int(p) for p in parts)
+    raise ValueError(f"{text!r} is not a colour: use a name ({', '.join(COLORS)}), "
+                     "#rrggbb or r,g,b")
+
+
+def parse_background(text):
+    """A --background value: a colour, or the path of an image (read as RGB)."""
+    try:
+        return parse_color(text)
+    except ValueError:
+        if Path(text).exists() or Path(text).suffix.lower() in IMAGE_EXTENSIONS:
+            return read_image(text)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path` (same extension) that replaces it on success.
+
+    On error the temporary file is removed and `path` is left as it was, so a reader never sees
+    a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_image(path, image):
+    """Writes an image atomically.
+
+    Args:
+        path: destination; the format follows the extension (PNG keeps an alpha channel).
+        image: (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA uint8.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise ImageError(f"{path}: could not write an image with this extension")
+
+
+def alpha_to_uint8(alpha):
+    """(H, W) float alpha in [0, 1] -> (H, W) uint8."""
+    return np.clip(np.rint(np.asarray(alpha) * 255.0), 0, 255).astype(np.uint8)

@@ -1,0 +1,8 @@
+"""Building blocks shared by the model families."""
+
+from humanmatting.layers.acnet import ACBlock
+from humanmatting.layers.conv import ConvBN, fold_batchnorm, transpose_to_conv_kernel
+from humanmatting.layers.resize import BilinearUpsample2x
+
+__all__ = ["ACBlock", "BilinearUpsample2x", "ConvBN", "fold_batchnorm",
+           "transpose_to_conv_kernel"]

@@ -1,0 +1,3 @@
+"""Model families; importing this package registers every variant."""
+
+from humanmatting.models import likeunet  # noqa: F401

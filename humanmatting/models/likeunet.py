@@ -1,0 +1,124 @@
+"""LikeUnet: a slim U-Net for real-time portrait segmentation and matting.
+
+After the LikeUnet reference implementation (Zhenzhong Tang, 2020, MIT), itself a small variant of
+Ronneberger, Fischer, Brox, "U-Net: Convolutional Networks for Biomedical Image Segmentation",
+MICCAI 2015. Variants with ACNet blocks follow Ding et al., "ACNet", ICCV 2019.
+
+Layout (default widths):
+    pre_conv (8, ReLU)
+    enc1..enc5: conv-BN-ReLU (16, 32, 32, 32, 64) + 2x2 max pool      -> 1/32
+    bottleneck_conv: conv-BN-ReLU (64)
+    dec1..dec5: [dec{i}_conv: conv-BN-ReLU] (not in dec1, whose conv is the bottleneck),
+                dec{i}_tconv: 3x3 stride-1 transposed conv-BN-ReLU, bilinear x2,
+                concatenation with enc{5-i}'s pooled output (not in dec5)
+    post_conv (8, ReLU), head: 1x1 conv, 2-class softmax (channel 1 = person)
+
+In ACNet form every encoder/decoder/bottleneck 3x3 conv is an `ACBlock`; the transposed convs
+and the pre/post convs stay plain, as in the original Dark-Light release.
+"""
+
+import keras
+
+from humanmatting.layers import ACBlock, BilinearUpsample2x, ConvBN
+from humanmatting.registry import InputSpec, register_model
+
+
+def _conv_block(filters, *, acnet, norm, conv_bias, deploy, name):
+    if acnet:
+        return ACBlock(filters, activation="relu", norm=norm, conv_bias=conv_bias,
+                       deploy=deploy, name=name)
+    return ConvBN(filters, activation="relu", conv_bias=conv_bias, deploy=deploy, name=name)
+
+
+def likeunet(*, input_channels=3, filters=(16, 32, 32, 32, 64), bottleneck_filters=64,
+             edge_filters=8, acnet=False, acnet_norm="branch", conv_bias=False, deploy=True,
+             name="likeunet"):
+    """Builds a LikeUnet.
+
+    Args:
+        input_channels: 3 (RGB) or 1 (grayscale).
+        filters: encoder widths, one per stage (five stages: input sides multiple of 32);
+            the decoder mirrors them.
+        bottleneck_filters: width at 1/32 resolution.
+        edge_filters: width of the full-resolution pre and post convs.
+        acnet: use ACNet blocks for the 3x3 convs.
+        acnet_norm: "branch" (paper) or "sum" (original LikeUnet) ACNet form.
+        conv_bias: biases on the convs before BatchNorm (the original release has them).
+        deploy: fused inference form (True) or training form (False).
+        name: model name.
+
+    Returns:
+        keras.Model: (B, H, W, input_channels) float32 -> (B, H, W, 2) softmax, channel 1 =
+        person. H and W must be multiples of 2 ** len(filters).
+
+    Example:
+        >>> model = likeunet(input_channels=1, acnet=True, deploy=False)
+        >>> model(np.zeros((1, 64, 96, 1), "float32")).shape
+        TensorShape([1, 64, 96, 2])
+    """
+    if input_channels not in (1, 3):
+        raise ValueError(f"input_channels must be 1 or 3, got {input_channels}")
+    block = dict(acnet=acnet, norm=acnet_norm, conv_bias=conv_bias, deploy=deploy)
+    inputs = keras.Input((None, None, input_channels), name="image")
+    x = keras.layers.Conv2D(edge_filters, 3, padding="same", activation="relu",
+                            name="pre_conv")(inputs)
+    skips = []
+    for i, width in enumerate(filters, start=1):
+        x = _conv_block(width, name=f"enc{i}_conv", **block)(x)
+        x = keras.layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
+        skips.append(x)
+    x = _conv_block(bottleneck_filters, name="bottleneck_conv", **block)(x)
+
+    stages = len(filters)
+    decoder = (bottleneck_filters,) + tuple(reversed(filters[:-1]))
+    for i, width in enumerate(decoder, start=1):
+        if i > 1:
+            x = _conv_block(width, name=f"dec{i}_conv", **block)(x)
+        x = ConvBN(width, activation="relu", transpose=True, conv_bias=conv_bias, deploy=deploy,
+                   name=f"dec{i}_tconv")(x)
+        x = BilinearUpsample2x(name=f"dec{i}_up")(x)
+        if i < stages:
+            x = keras.layers.Concatenate(name=f"dec{i}_concat")([skips[stages - 1 - i], x])
+    x = keras.layers.Conv2D(edge_filters, 3, padding="same", activation="relu",
+                            name="post_conv")(x)
+    outputs = keras.layers.Conv2D(2, 1, activation="softmax", name="head", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+GRAY_RAW = InputSpec(channels=1, scale=1.0)
+GRAY = InputSpec(channels=1)
+RGB = InputSpec(channels=3)
+
+
+@register_model(input=RGB, description="LikeUnet Night: RGB input")
+def likeunet_night(**kwargs):
+    return likeunet(**{"input_channels": 3, "name": "likeunet_night", **kwargs})
+
+
+@register_model(input=GRAY, description="LikeUnet Dark: grayscale input")
+def likeunet_dark(**kwargs):
+    return likeunet(**{"input_channels": 1, "name": "likeunet_dark", **kwargs})
+
+
+@register_model(input=GRAY, description="LikeUnet Dark-Light: grayscale, trained in ACNet form")
+def likeunet_dark_light(**kwargs):
+    return likeunet(**{"input_channels": 1, "acnet": True, "acnet_norm": "sum",
+                       "name": "likeunet_dark_light", **kwargs})
+
+
+@register_model(input=RGB, description="LikeUnet Night-Lite: RGB, trained in ACNet form")
+def likeunet_night_lite(**kwargs):
+    return likeunet(**{"input_channels": 3, "acnet": True, "acnet_norm": "branch",
+                       "name": "likeunet_night_lite", **kwargs})
+
+
+@register_model(
+    input=GRAY_RAW,
+    weights="likeunet_dark_light_original.weights.h5",
+    sha256="bf59268a81a80fc268847b3f0f7f39ef2131d7e1ef938ca00e56fb62d0742402",
+    description="the original LikeUnet Dark-Light release (AISegment, MIT), converted",
+    metrics={"reported_val_miou": 0.9735},
+)
+def likeunet_dark_light_original(**kwargs):
+    return likeunet(**{"input_channels": 1, "acnet": True, "acnet_norm": "sum",
+                       "conv_bias": True, "name": "likeunet_dark_light_original", **kwargs})

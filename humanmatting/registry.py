@@ -1,0 +1,181 @@
+"""Model registry: names to builders, input conventions and shipped weights.
+
+Each registered variant is a small function that only sets architecture arguments; what goes with
+it (weights file, its sha256, how images are fed in, what comes out) is data on its `Preset`.
+"""
+
+import dataclasses
+import hashlib
+import os
+import sys
+import warnings
+from pathlib import Path
+
+_REGISTRY = {}
+
+#: The model that `Matter`, `demo.py` and `humanmatting predict` use when none is named.
+DEFAULT_MODEL = "likeunet_dark_light_original"
+
+#: (H, W) sizes, multiples of 32, short side 256, ratios 1:2 .. 2:1.
+SIZES_256 = ((256, 512), (256, 448), (256, 384), (256, 320), (256, 256),
+             (320, 256), (384, 256), (448, 256), (512, 256))
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """How an RGB uint8 image becomes a model input.
+
+    Attributes:
+        channels: 3 for RGB, 1 for grayscale (ITU-R BT.601 luma, as OpenCV computes it).
+        scale: the uint8 values are multiplied by this (1/255 for [0, 1], 1.0 for raw 0-255).
+        divisor: height and width must be multiples of this.
+        sizes: preferred (H, W) sizes; an image runs at the one nearest its aspect ratio.
+    """
+
+    channels: int = 3
+    scale: float = 1.0 / 255.0
+    divisor: int = 32
+    sizes: tuple = SIZES_256
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Everything known about a registered model besides its architecture.
+
+    Attributes:
+        name: registered name.
+        builder: function(**overrides) -> keras.Model.
+        input: the input convention.
+        output: "softmax2" (B, H, W, 2) with channel 1 = person, or "sigmoid" (B, H, W, 1).
+        weights: file name under the weights directory, or None when none is released.
+        sha256: hex digest of the weights file.
+        description: one line for `humanmatting list`.
+        metrics: validation figures from the model card.
+    """
+
+    name: str
+    builder: object
+    input: InputSpec = InputSpec()
+    output: str = "softmax2"
+    weights: str | None = None
+    sha256: str | None = None
+    description: str = ""
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+
+def weights_dir():
+    """The folder of shipped weights.
+
+    $HUMANMATTING_WEIGHTS when set; else the repository's `models/` (source checkout or
+    editable install); else `<prefix>/share/humanmatting/models` (regular install).
+    """
+    env = os.environ.get("HUMANMATTING_WEIGHTS")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent / "models"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "humanmatting" / "models"
+
+
+def register_model(fn=None, **preset_fields):
+    """Registers a variant function under its own name.
+
+    Use bare (`@register_model`) or with preset data (`@register_model(input=InputSpec(...),
+    weights="file.weights.h5")`). The function takes keyword overrides and returns a Model.
+    """
+
+    def wrap(func):
+        name = func.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = Preset(name=name, builder=func, **preset_fields)
+        return func
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _ensure_registered():
+    # Registration happens when the model modules are imported; importing them here rather
+    # than at package import keeps `import humanmatting` cheap.
+    import humanmatting.models  # noqa: F401
+
+
+def list_models():
+    """Names of all registered models, sorted."""
+    _ensure_registered()
+    return sorted(_REGISTRY)
+
+
+def get_preset(name):
+    """The `Preset` registered under `name`; ValueError naming the known ones otherwise."""
+    _ensure_registered()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def sha256_file(path):
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_weights(preset, weights):
+    """Path of the weights to load for `weights` ("default", None or a path), or None."""
+    if weights is None:
+        return None
+    if weights == "default":
+        if preset.weights is None:
+            warnings.warn(f"model {preset.name!r} has no released weights yet; it is randomly "
+                          "initialised", stacklevel=3)
+            return None
+        path = weights_dir() / preset.weights
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {path} for model {preset.name!r} is missing; "
+                                    "set HUMANMATTING_WEIGHTS to the folder that holds it")
+        if preset.sha256 and sha256_file(path) != preset.sha256:
+            raise ValueError(f"weights file {path} does not match the sha256 registered for "
+                             f"{preset.name!r}; the file is corrupt or from another release")
+        return path
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    return path
+
+
+def create_model(name, *, weights="default", deploy=True, **overrides):
+    """Builds a registered model and loads its weights.
+
+    Args:
+        name: a name from `list_models()`.
+        weights: "default" for the released weights (random with a warning when none are
+            released), None for random initialisation, or a path to a `.weights.h5` file saved
+            from the same architecture and form.
+        deploy: True for the fused inference form, False for the training form.
+        **overrides: architecture arguments passed to the builder.
+
+    Returns:
+        An uncompiled keras.Model. Inputs (B, H, W, C) with H and W multiples of 32.
+
+    Example:
+        >>> model = create_model("likeunet_dark_light_original")
+        >>> model.predict(np.zeros((1, 256, 256, 1), "float32")).shape
+        (1, 256, 256, 2)
+    """
+    preset = get_preset(name)
+    path = resolve_weights(preset, weights)
+    if path is not None and not deploy and weights == "default":
+        raise ValueError(f"the released weights of {name!r} are in deploy form; use deploy=True, "
+                         "or weights=None to train from scratch")
+    model = preset.builder(deploy=deploy, **overrides)
+    if path is not None:
+        try:
+            model.load_weights(path)
+        except (ValueError, KeyError, OSError) as err:
+            raise ValueError(f"weights file {path} does not fit model {name!r} "
+                             f"(deploy={deploy}): {err}") from err
+    return model
