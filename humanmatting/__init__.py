@@ -5,12 +5,33 @@ Example:
     >>> matter = humanmatting.Matter()
     >>> alpha = matter.predict("photo.jpg")          # (H, W) float32 in [0, 1]
     >>> cutout = matter.composite("photo.jpg")       # (H, W, 4) uint8 RGBA
+
+The public names below are imported on first use, so `import humanmatting` (and the command
+line's argument checks) does not pay for importing TensorFlow.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-from humanmatting.fusion import fuse
-from humanmatting.inference import Matter
-from humanmatting.registry import DEFAULT_MODEL, create_model, list_models, register_model
+_PUBLIC = {
+    "DEFAULT_MODEL": "humanmatting.registry",
+    "DEFAULT_GRAY_MODEL": "humanmatting.registry",
+    "create_model": "humanmatting.registry",
+    "list_models": "humanmatting.registry",
+    "register_model": "humanmatting.registry",
+    "fuse": "humanmatting.fusion",
+    "Matter": "humanmatting.inference",
+}
 
-__all__ = ["DEFAULT_MODEL", "Matter", "create_model", "fuse", "list_models", "register_model"]
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'humanmatting' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

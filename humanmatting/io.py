@@ -147,9 +147,15 @@ def write_image(path, image):
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     elif image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    try:
+        ok, encoded = cv2.imencode(Path(path).suffix, image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise ImageError(f"{path}: could not write an image with extension "
+                         f"{Path(path).suffix!r}")
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), image):
-            raise ImageError(f"{path}: could not write an image with this extension")
+        tmp.write_bytes(encoded.tobytes())
 
 
 def alpha_to_uint8(alpha):

@@ -15,6 +15,8 @@ _REGISTRY = {}
 
 #: The model that `Matter`, `demo.py` and `humanmatting predict` use when none is named.
 DEFAULT_MODEL = "likeunet_dark_light_original"
+#: The grayscale model that `demo.py --gray` uses.
+DEFAULT_GRAY_MODEL = "likeunet_dark_light_original"
 
 #: (H, W) sizes, multiples of 32, short side 256, ratios 1:2 .. 2:1.
 SIZES_256 = ((256, 512), (256, 448), (256, 384), (256, 320), (256, 256),

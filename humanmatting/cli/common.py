@@ -1,0 +1,78 @@
+"""Helpers shared by the command-line front ends."""
+
+import contextlib
+import os
+import sys
+
+
+def quiet_logs():
+    """Silences TensorFlow's and OpenCV's C++ start-up chatter unless the user asked for it.
+
+    Must run before TensorFlow or OpenCV is imported; user settings win.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Sends file descriptor 2 to /dev/null for the duration (C++ libraries write there).
+
+    TensorFlow prints absl and CUDA-probe lines while it is imported whatever
+    TF_CPP_MIN_LOG_LEVEL says; the command line imports it inside this block so that what the
+    user sees is the tool's own output. Python exceptions raised inside are shown as usual.
+    """
+    if os.environ.get("HUMANMATTING_VERBOSE"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow():
+    """Imports TensorFlow and Keras without their start-up chatter on stderr."""
+    with quiet_stderr():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
+
+def user_error(message):
+    """Prints a one-line error for the user and returns the exit code 1."""
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+class Progress:
+    """A one-line progress bar on stderr: redrawn in place on a terminal, else printed at 10 %
+    steps, so logs stay readable."""
+
+    def __init__(self, total, unit="image", width=30, stream=None):
+        self.total = max(total, 1)
+        self.unit = unit
+        self.width = width
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last_decile = -1
+
+    def update(self, done, note=""):
+        fraction = done / self.total
+        filled = int(self.width * fraction)
+        line = (f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
+                f"{self.unit}s {note}")
+        if self.tty:
+            end = "\n" if done >= self.total else ""
+            self.stream.write("\r" + line[:120].ljust(120) + end)
+        elif int(10 * fraction) > self._last_decile:
+            self._last_decile = int(10 * fraction)
+            self.stream.write(line + "\n")
+        self.stream.flush()

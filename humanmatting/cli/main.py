@@ -1,0 +1,146 @@
+"""`humanmatting` command line: thin argparse wrappers over the library."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from humanmatting.cli.common import Progress, import_tensorflow, quiet_logs, user_error
+
+FORMATS = ("alpha", "rgba", "composite")
+
+
+def _add_list(sub):
+    p = sub.add_parser("list", help="list the registered models")
+    p.set_defaults(func=cmd_list)
+
+
+def cmd_list(args):
+    import_tensorflow()
+    from humanmatting.registry import DEFAULT_MODEL, get_preset, list_models, weights_dir
+
+    for name in list_models():
+        preset = get_preset(name)
+        spec = preset.input
+        colour = "gray" if spec.channels == 1 else "rgb"
+        scale = "0-255" if spec.scale == 1.0 else "0-1"
+        if preset.weights is None:
+            weights = "no weights yet"
+        elif (weights_dir() / preset.weights).is_file():
+            weights = "weights"
+        else:
+            weights = "weights missing"
+        mark = "*" if name == DEFAULT_MODEL else " "
+        print(f"{mark} {name:32s} {colour:4s} {scale:5s} {weights:15s} {preset.description}")
+    return 0
+
+
+def _add_predict(sub):
+    p = sub.add_parser(
+        "predict", help="alpha mattes, cut-outs or composites for images and folders",
+        description="Predicts alpha mattes for image files and folders of images (searched "
+                    "recursively). Bad files are skipped and listed at the end (exit 1).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("--model", default=None, help="registered model (see `humanmatting list`)")
+    p.add_argument("--output", "-o", required=True,
+                   help="output folder; or an image file when there is one input file")
+    p.add_argument("--format", choices=FORMATS, default="alpha",
+                   help="alpha: 8-bit gray matte; rgba: cut-out PNG; composite: on --background")
+    p.add_argument("--background", default="white",
+                   help="for --format composite: colour name, #rrggbb, r,g,b or an image path")
+    p.set_defaults(func=cmd_predict)
+
+
+def collect_inputs(inputs):
+    """Expands files and folders into (path, relative output stem) pairs and missing paths."""
+    from humanmatting.io import IMAGE_EXTENSIONS
+
+    found, missing = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found += [(p, p.relative_to(path).with_suffix("")) for p in files]
+        elif path.exists():
+            found.append((path, Path(path.stem)))
+        else:
+            missing.append((path, "no such file or folder"))
+    return found, missing
+
+
+def cmd_predict(args):
+    from humanmatting.io import ImageError, parse_background
+
+    background = None
+    if args.format == "composite":
+        try:
+            background = parse_background(args.background)
+        except (ValueError, FileNotFoundError) as err:
+            return user_error(f"--background: {err}")
+    found, failed = collect_inputs(args.inputs)
+    if not found and not failed:
+        return user_error("no images found in " + ", ".join(args.inputs))
+    output = Path(args.output)
+    single = (len(args.inputs) == 1 and len(found) == 1 and Path(args.inputs[0]).is_file()
+              and output.suffix != "")
+    if single and output.suffix.lower() != ".png" and args.format != "composite":
+        return user_error(f"{output}: {args.format} output must be a .png file")
+
+    import_tensorflow()
+    from humanmatting.inference import Matter
+    from humanmatting.io import alpha_to_uint8, read_image, write_image
+
+    try:
+        matter = Matter(args.model)
+    except (ValueError, FileNotFoundError) as err:
+        return user_error(str(err))
+    bar = Progress(len(found))
+    written = 0
+    for i, (path, stem) in enumerate(found, start=1):
+        target = output if single else output / stem.with_suffix(".png")
+        try:
+            image = read_image(path)
+            alpha = matter.predict(image)
+            if args.format == "alpha":
+                result = alpha_to_uint8(alpha)
+            else:
+                result = matter.composite(image, background, alpha=alpha)
+            write_image(target, result)
+            written += 1
+        except (ImageError, FileNotFoundError, OSError) as err:
+            failed.append((path, str(err).removeprefix(f"{path}: ")))
+        bar.update(i, path.name)
+    print(f"wrote {written} file(s) to {output}")
+    if failed:
+        print(f"{len(failed)} input(s) failed:", file=sys.stderr)
+        for path, reason in failed:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="humanmatting", description="Human (portrait) matting model zoo.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_list(sub)
+    _add_predict(sub)
+    return parser
+
+
+def main(argv=None):
+    quiet_logs()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `humanmatting list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

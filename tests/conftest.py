@@ -1,0 +1,72 @@
+"""Shared fixtures: small generated images and videos, and a quiet TensorFlow."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from humanmatting.io import sample_image_path  # noqa: E402
+
+
+@pytest.fixture
+def sample_path():
+    return sample_image_path()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def make_person_image(height, width, seed=0):
+    """A synthetic 'person': a bright ellipse body and a round head on a textured background."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 80, (height, width, 3), dtype=np.uint8)
+    cx = width // 2
+    cv2.ellipse(image, (cx, int(height * 0.75)), (width // 4, height // 3), 0, 0, 360,
+                (200, 120, 90), -1)
+    cv2.circle(image, (cx, int(height * 0.3)), max(2, min(height, width) // 8), (230, 190, 160),
+               -1)
+    return image
+
+
+def write_video(path, frames=12, size=(160, 96), fps=12.0):
+    """Writes a small MJPG video with `frames` frames of a moving disc; returns its path."""
+    width, height = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    assert writer.isOpened()
+    for i in range(frames):
+        frame = np.full((height, width, 3), 10 * i, np.uint8)
+        cv2.circle(frame, (20 + 8 * i, height // 2), height // 4, (255, 255, 255), -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def count_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    info = (cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    cap.release()
+    return frames, info
+
+
+def randomize_batchnorm(model, seed=0):
+    """Gives every BatchNorm random gamma, beta and moving statistics (fusion must fold them)."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        name = weight.path.rsplit("/", 1)[-1]
+        if name == "moving_mean":
+            weight.assign(rng.normal(0.0, 0.5, weight.shape))
+        elif name == "moving_variance":
+            weight.assign(rng.uniform(0.5, 2.0, weight.shape))
+        elif name == "gamma":
+            weight.assign(rng.normal(1.0, 0.3, weight.shape))
+        elif name == "beta":
+            weight.assign(rng.normal(0.0, 0.3, weight.shape))

@@ -1,0 +1,67 @@
+"""The `humanmatting` command line on tiny files."""
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import make_person_image
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "humanmatting", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_list(tmp_path):
+    result = run_cli("list", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "likeunet_dark_light_original" in result.stdout
+    assert "likeunet_night_lite" in result.stdout
+    assert result.stderr == ""
+
+
+@pytest.mark.slow
+def test_predict_folder_goes_on_past_bad_files(tmp_path):
+    data = tmp_path / "in"
+    (data / "sub").mkdir(parents=True)
+    cv2.imwrite(str(data / "a.jpg"), make_person_image(64, 48))
+    cv2.imwrite(str(data / "sub" / "b.png"), make_person_image(40, 90))
+    (data / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    (data / "sub" / "empty.png").write_bytes(b"")
+    out = tmp_path / "out"
+    result = run_cli("predict", data, tmp_path / "missing.jpg", "--output", out,
+                     cwd=tmp_path)
+    assert result.returncode == 1
+    assert cv2.imread(str(out / "a.png"), cv2.IMREAD_UNCHANGED).shape == (64, 48)
+    assert cv2.imread(str(out / "sub" / "b.png"), cv2.IMREAD_UNCHANGED).shape == (40, 90)
+    tail = result.stderr[result.stderr.index("3 input(s) failed"):]
+    assert "broken.jpg: not a readable image" in tail
+    assert "empty.png: file is empty" in tail
+    assert "missing.jpg: no such file" in tail
+    assert "4/4 images" in result.stderr  # progress bar reached the end
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt, channels", [("rgba", 4), ("composite", 3)])
+def test_predict_single_file_formats(tmp_path, sample_path, fmt, channels):
+    out = tmp_path / "result.png"
+    result = run_cli("predict", sample_path, "--output", out, "--format", fmt,
+                     "--background", "#00ff00", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    image = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert image.shape == (512, 512, channels)
+    if fmt == "composite":
+        # The top-left corner is background: (almost) pure green.
+        np.testing.assert_allclose(image[:8, :8].mean(axis=(0, 1)), [0, 255, 0], atol=20)
+
+
+def test_predict_errors(tmp_path, sample_path):
+    result = run_cli("predict", sample_path, "--output", tmp_path / "a.jpg", cwd=tmp_path)
+    assert result.returncode == 1 and "must be a .png" in result.stderr
+    result = run_cli("predict", sample_path, "--output", tmp_path / "o", "--model", "nope",
+                     cwd=tmp_path)
+    assert result.returncode == 1 and "unknown model 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,98 @@
+"""demo.py end to end, as a user runs it: images, --gray, video, no camera, bad files."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import count_frames, write_video
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "demo.py"
+
+
+def run_demo(*args, cwd):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    return subprocess.run([sys.executable, str(DEMO), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.slow
+def test_image_to_rgba_png_at_full_size(tmp_path, sample_path):
+    out = tmp_path / "cutout.png"
+    result = run_demo(sample_path, "--no-display", "--output", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rgba = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert rgba.shape == (512, 512, 4)
+    assert rgba[..., 3].min() < 50 and rgba[..., 3].max() > 200
+    assert "person covers" in result.stdout
+
+
+@pytest.mark.slow
+def test_gray_composite_on_background_image(tmp_path, sample_path):
+    bg = tmp_path / "bg.png"
+    cv2.imwrite(str(bg), np.full((30, 40, 3), (255, 0, 0), np.uint8))  # BGR blue
+    out = tmp_path / "composite.jpg"
+    result = run_demo("--gray", sample_path, "--no-display", "--output", out, "--background",
+                      bg, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    image = cv2.imread(str(out))
+    assert image.shape == (512, 512, 3)
+    assert image[:40, :40, 0].mean() > 200  # top-left corner is background: blue
+
+
+@pytest.mark.slow
+def test_video_keeps_frames_fps_and_size(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=12, size=(160, 96), fps=12.0)
+    out = tmp_path / "matted.mp4"
+    result = run_demo(video, "--no-display", "--output", out, "--background", "blue",
+                      cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    frames, (fps, width, height) = count_frames(out)
+    assert (frames, fps, width, height) == (12, 12.0, 160, 96)
+    assert "12 frame(s)" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "matted.mp4"]
+
+
+def test_no_camera(tmp_path):
+    assert_one_line_error(run_demo("0", "--no-display", cwd=tmp_path),
+                          "camera 0 could not be opened")
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("missing.jpg", None, "no such file"),
+    ("empty.jpg", b"", "file is empty"),
+    ("corrupt.png", b"\x89PNG\r\n\x1a\n broken", "not a readable image"),
+    ("corrupt.mp4", b"\x00\x00\x00\x18ftypmp42 broken", "not a readable video"),
+    ("notes.txt", b"hello", "unknown file type"),
+])
+def test_bad_files(tmp_path, name, content, problem):
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    assert_one_line_error(run_demo(name, "--no-display", cwd=tmp_path), name, problem)
+
+
+def test_no_screen_without_no_display(tmp_path, sample_path):
+    assert_one_line_error(run_demo(sample_path, cwd=tmp_path), "no display", "--no-display")
+
+
+def test_bad_options(tmp_path, sample_path):
+    assert_one_line_error(run_demo(sample_path, "--no-display", "--background", "mauve",
+                                   cwd=tmp_path), "--background", "mauve")
+    assert_one_line_error(run_demo(sample_path, "--no-display", "--gray", "--model",
+                                   "likeunet_night", cwd=tmp_path), "--gray", "RGB")
+    assert_one_line_error(run_demo(sample_path, "--no-display", "--output",
+                                   tmp_path / "x.jpg", cwd=tmp_path), ".png")

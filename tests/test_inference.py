@@ -1,0 +1,133 @@
+"""Matter: sizes, input conventions, compiled calls, compositing and bad input."""
+
+import keras
+import numpy as np
+import pytest
+
+import humanmatting
+from conftest import make_person_image
+from humanmatting.inference import Matter, check_sizes, choose_size
+from humanmatting.io import ImageError
+from humanmatting.registry import SIZES_256
+
+
+@pytest.fixture(scope="module")
+def matter():
+    return Matter("likeunet_dark_light_original")
+
+
+def test_choose_size_nearest_aspect_ratio():
+    assert choose_size(480, 640, SIZES_256) == (256, 320)     # 0.75 is nearest 0.8
+    assert choose_size(1080, 1920, SIZES_256) == (256, 448)   # 0.5625: 0.571 beats 0.5
+    assert choose_size(100, 100, SIZES_256) == (256, 256)
+    assert choose_size(1000, 10, SIZES_256) == (512, 256)     # beyond 2:1 clamps
+    assert choose_size(800, 600, SIZES_256) == (320, 256)
+
+
+def test_sizes_must_be_multiples_of_divisor():
+    with pytest.raises(ValueError, match="size 250x256 is not accepted.*multiples of 32"):
+        check_sizes([(250, 256)], 32)
+    with pytest.raises(ValueError, match="size 250x256"):
+        Matter("likeunet_dark_light_original", sizes=[(250, 256)])
+
+
+@pytest.mark.parametrize("shape", [(37, 91), (512, 512), (480, 640), (1000, 300), (1, 1)])
+def test_predict_returns_alpha_at_image_size(matter, shape):
+    image = make_person_image(*shape)
+    alpha = matter.predict(image)
+    assert alpha.shape == shape and alpha.dtype == np.float32
+    assert 0.0 <= alpha.min() and alpha.max() <= 1.0
+
+
+def test_predict_compiles_once_for_every_size(matter):
+    for shape in ((100, 120), (300, 90), (64, 640)):
+        matter.predict(make_person_image(*shape))
+    assert matter._run.tracing_count == 1
+
+
+def test_predict_accepts_paths_rgba_gray_and_float(matter, sample_path):
+    from_path = matter.predict(sample_path)
+    image = humanmatting.io.read_image(sample_path)
+    np.testing.assert_array_equal(matter.predict(str(sample_path)), from_path)
+    np.testing.assert_array_equal(matter.predict(image), from_path)
+    rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
+    np.testing.assert_array_equal(matter.predict(rgba), from_path)
+    np.testing.assert_allclose(matter.predict(image / 255.0), from_path, atol=1e-6)
+    assert matter.predict(image[..., 0]).shape == image.shape[:2]
+
+
+def test_sample_photo_is_mostly_found(matter, sample_path):
+    # The astronaut fills the lower middle of the frame; the top corners are background.
+    alpha = matter.predict(sample_path)
+    assert alpha[400:, 150:350].mean() > 0.8
+    assert alpha[:60, :60].mean() < 0.2
+
+
+def test_bad_input_is_named(matter, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.jpg: no such file"):
+        matter.predict(tmp_path / "nothere.jpg")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty.png: file is empty"):
+        matter.predict(empty)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 this is not a jpeg")
+    with pytest.raises(ImageError, match="corrupt.jpg: not a readable image"):
+        matter.predict(corrupt)
+    with pytest.raises(ValueError, match=r"shape \(4, 4, 2\)"):
+        matter.predict(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match="uint8 or float"):
+        matter.predict(np.zeros((4, 4, 3), np.int64))
+    with pytest.raises(ValueError, match="empty"):
+        matter.predict(np.zeros((0, 4, 3), np.uint8))
+
+
+def test_composite_rgba_colour_and_image(matter):
+    image = make_person_image(120, 90)
+    alpha = np.zeros((120, 90), np.float32)
+    alpha[:, 45:] = 1.0
+    alpha[:, 44] = 0.5
+    rgba = matter.composite(image, alpha=alpha)
+    assert rgba.shape == (120, 90, 4) and rgba.dtype == np.uint8
+    np.testing.assert_array_equal(rgba[..., :3], image)
+    assert rgba[0, 0, 3] == 0 and rgba[0, 89, 3] == 255 and rgba[0, 44, 3] == 128
+    on_red = matter.composite(image, (255, 0, 0), alpha=alpha)
+    np.testing.assert_array_equal(on_red[:, :44], np.broadcast_to([255, 0, 0], (120, 44, 3)))
+    np.testing.assert_array_equal(on_red[:, 45:], image[:, 45:])
+    expected = np.rint(image[:, 44] * 0.5 + np.array([255, 0, 0]) * 0.5)
+    np.testing.assert_array_equal(on_red[:, 44], expected)
+    # An image background of another size and aspect is scaled to cover, not stretched.
+    bg = np.zeros((50, 400, 3), np.uint8)
+    bg[:, 180:220] = 200
+    on_bg = matter.composite(image, bg, alpha=alpha)
+    assert on_bg.shape == (120, 90, 3)
+    assert on_bg[0, 0].tolist() == [200, 200, 200]
+    with pytest.raises(ValueError, match="must be 0-255"):
+        matter.composite(image, (300, 0, 0), alpha=alpha)
+    with pytest.raises(ValueError, match="does not match"):
+        matter.composite(image, alpha=alpha[:10])
+
+
+def test_matter_takes_a_keras_model_in_training_form():
+    model = humanmatting.create_model("likeunet_night", weights=None, deploy=False)
+    matter = Matter(model)
+    assert humanmatting.fusion.is_deploy(matter.model)
+    assert matter.input_spec.channels == 3 and matter.input_spec.scale == pytest.approx(1 / 255)
+    assert matter.predict(make_person_image(50, 70)).shape == (50, 70)
+
+
+def test_matter_rejects_unknown_backend_and_model():
+    with pytest.raises(ValueError, match="unknown backend 'torch'"):
+        Matter("likeunet_night", backend="torch")
+    with pytest.raises(ValueError, match="registered name or a keras.Model"):
+        Matter(42)
+    with pytest.raises(ValueError, match="unknown model"):
+        Matter("likeunet_bright")
+
+
+def test_softmax_output_convention():
+    inputs = keras.Input((None, None, 3))
+    outputs = keras.layers.Conv2D(1, 1, activation="sigmoid")(inputs)
+    matter = Matter(keras.Model(inputs, outputs), output="sigmoid", sizes=[(32, 32)])
+    alpha = matter.predict(np.zeros((10, 10, 3), np.uint8))
+    np.testing.assert_allclose(alpha, 0.5, atol=1e-6)  # sigmoid(0): zero input, zero bias

@@ -1,0 +1,50 @@
+"""Image I/O helpers: colours, atomic writes."""
+
+import numpy as np
+import pytest
+
+from humanmatting import io
+
+
+def test_parse_color():
+    assert io.parse_color("green") == (0, 177, 64)
+    assert io.parse_color("#FF8000") == (255, 128, 0)
+    assert io.parse_color("1, 2,3") == (1, 2, 3)
+    for bad in ("#12345", "256,0,0", "mauve", "1,2"):
+        with pytest.raises(ValueError, match="not a colour"):
+            io.parse_color(bad)
+
+
+def test_parse_background_image_or_error(tmp_path):
+    path = tmp_path / "bg.png"
+    io.write_image(path, np.full((4, 5, 3), 7, np.uint8))
+    assert io.parse_background(str(path)).shape == (4, 5, 3)
+    with pytest.raises(FileNotFoundError, match="nope.jpg"):
+        io.parse_background(str(tmp_path / "nope.jpg"))
+
+
+def test_write_image_round_trip_and_rgba(tmp_path):
+    rgba = np.random.default_rng(0).integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    io.write_image(tmp_path / "x.png", rgba)
+    import cv2
+
+    back = cv2.cvtColor(cv2.imread(str(tmp_path / "x.png"), cv2.IMREAD_UNCHANGED),
+                        cv2.COLOR_BGRA2RGBA)
+    np.testing.assert_array_equal(back, rgba)
+    rgb = rgba[..., :3].copy()
+    io.write_image(tmp_path / "y.png", rgb)
+    np.testing.assert_array_equal(io.read_image(tmp_path / "y.png"), rgb)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+    with pytest.raises(io.ImageError, match="could not write"):
+        io.write_image(tmp_path / "x.unknownext", np.zeros((2, 2, 3), np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]

@@ -1,0 +1,99 @@
+"""Blocks with a training and a deploy form: fusion maths against hand-computed cases."""
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import randomize_batchnorm
+from humanmatting.layers import (ACBlock, BilinearUpsample2x, ConvBN, fold_batchnorm,
+                                 transpose_to_conv_kernel)
+from humanmatting.layers.acnet import pad_to_square
+
+
+def test_fold_batchnorm_hand_computed():
+    # conv y = 2x + 1, then BN(gamma=3, beta=0.5, mean=1, var + eps = 4): scale s = 3 / 2.
+    kernel, bias = fold_batchnorm(np.array([[[[2.0]]]]), np.array([1.0]), np.array([3.0]),
+                                  np.array([0.5]), np.array([1.0]), np.array([4.0 - 1e-3]),
+                                  1e-3)
+    np.testing.assert_allclose(kernel.ravel(), [3.0])       # 2 * 1.5
+    np.testing.assert_allclose(bias, [0.5])                 # (1 - 1) * 1.5 + 0.5
+
+
+def test_pad_to_square_puts_kernel_in_middle():
+    row = np.arange(3.0).reshape(1, 3, 1, 1)
+    np.testing.assert_array_equal(pad_to_square(row, 3)[..., 0, 0],
+                                  [[0, 0, 0], [0, 1, 2], [0, 0, 0]])
+    col = np.arange(3.0).reshape(3, 1, 1, 1)
+    np.testing.assert_array_equal(pad_to_square(col, 3)[..., 0, 0],
+                                  [[0, 0, 0], [0, 1, 0], [0, 2, 0]])
+
+
+def test_transposed_kernel_equals_conv():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 7, 4)).astype("float32")
+    tconv = keras.layers.Conv2DTranspose(5, 3, padding="same")
+    y = np.asarray(tconv(x))
+    conv = keras.layers.Conv2D(5, 3, padding="same")
+    conv.build(x.shape)
+    conv.set_weights([transpose_to_conv_kernel(tconv.kernel.numpy()), tconv.bias.numpy()])
+    np.testing.assert_allclose(np.asarray(conv(x)), y, atol=1e-5)
+
+
+def _fuse_block(block, x):
+    """Runs `block` (training form, random BN statistics) and its deploy twin on `x`."""
+    block(x)
+    randomize_batchnorm(block, seed=3)
+    for w in block.weights:  # random biases too, where there are any
+        if w.path.endswith("bias"):
+            w.assign(np.random.default_rng(5).normal(size=w.shape))
+    config = block.get_config()
+    config["deploy"] = True
+    twin = block.__class__.from_config(config)
+    twin(x)
+    twin.set_weights([w.astype("float32") for w in block.fused_weights()])
+    return np.asarray(block(x, training=False)), np.asarray(twin(x)), twin
+
+
+@pytest.mark.parametrize("norm", ["branch", "sum"])
+@pytest.mark.parametrize("conv_bias", [False, True])
+def test_acblock_fused_equals_unfused(norm, conv_bias):
+    x = np.random.default_rng(1).normal(size=(2, 12, 10, 6)).astype("float32")
+    block = ACBlock(8, norm=norm, conv_bias=conv_bias)
+    y, y_fused, twin = _fuse_block(block, x)
+    np.testing.assert_allclose(y_fused, y, atol=1e-5)
+    assert twin.count_params() < block.count_params()
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_convbn_fused_equals_unfused(transpose):
+    x = np.random.default_rng(2).normal(size=(1, 8, 14, 3)).astype("float32")
+    block = ConvBN(5, activation="relu", transpose=transpose, conv_bias=True)
+    y, y_fused, twin = _fuse_block(block, x)
+    np.testing.assert_allclose(y_fused, y, atol=1e-5)
+    assert isinstance(twin.conv, keras.layers.Conv2D)
+    assert not isinstance(twin.conv, keras.layers.Conv2DTranspose)
+
+
+def test_acblock_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        ACBlock(4, norm="batch")
+    with pytest.raises(ValueError, match="odd"):
+        ACBlock(4, kernel_size=4)
+    with pytest.raises(ValueError, match="odd"):
+        ConvBN(4, kernel_size=2)
+
+
+def test_bilinear_upsample_equals_upsampling2d():
+    x = np.random.default_rng(3).normal(size=(2, 5, 7, 3)).astype("float32")
+    ours = np.asarray(BilinearUpsample2x()(x))
+    ref = np.asarray(keras.layers.UpSampling2D(interpolation="bilinear")(x))
+    assert ours.shape == (2, 10, 14, 3)
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", [ACBlock(4, activation="relu", norm="sum", conv_bias=True),
+                                   ConvBN(4, transpose=True), BilinearUpsample2x()])
+def test_layer_config_round_trip(layer):
+    config = layer.get_config()
+    clone = layer.__class__.from_config(config)
+    assert clone.get_config() == config

@@ -1,0 +1,80 @@
+"""Registry: names, presets, weights resolution and its errors."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import humanmatting
+from humanmatting import registry
+
+
+def test_list_models_holds_the_likeunet_family():
+    names = humanmatting.list_models()
+    for name in ["likeunet_night", "likeunet_dark", "likeunet_dark_light",
+                 "likeunet_night_lite", "likeunet_dark_light_original"]:
+        assert name in names
+    assert names == sorted(names)
+    assert humanmatting.DEFAULT_MODEL in names
+
+
+def test_presets_record_input_conventions():
+    assert registry.get_preset("likeunet_dark_light_original").input.scale == 1.0
+    assert registry.get_preset("likeunet_dark").input.channels == 1
+    night = registry.get_preset("likeunet_night").input
+    assert night.channels == 3 and night.divisor == 32
+    assert all(h % 32 == 0 and w % 32 == 0 for h, w in night.sizes)
+    ratios = [h / w for h, w in night.sizes]
+    assert min(ratios) == 0.5 and max(ratios) == 2.0
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown model 'nope'.*likeunet_night"):
+        humanmatting.create_model("nope")
+
+
+def test_duplicate_registration_is_refused():
+    humanmatting.list_models()
+
+    def likeunet_night(**kwargs):  # same name as a registered variant
+        raise AssertionError("never built")
+
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_model(likeunet_night)
+
+
+def test_default_weights_missing_warns_and_builds():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = humanmatting.create_model("likeunet_night")
+    assert model.name == "likeunet_night"
+    assert any("no released weights" in str(w.message) for w in caught)
+
+
+def test_weights_path_round_trip_and_errors(tmp_path):
+    model = humanmatting.create_model("likeunet_dark", weights=None)
+    path = tmp_path / "dark.weights.h5"
+    model.save_weights(path)
+    again = humanmatting.create_model("likeunet_dark", weights=path)
+    x = np.random.default_rng(0).uniform(size=(1, 64, 32, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(model(x)), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="missing.weights.h5"):
+        humanmatting.create_model("likeunet_dark", weights=tmp_path / "missing.weights.h5")
+    with pytest.raises(ValueError, match="does not fit model 'likeunet_night'"):
+        humanmatting.create_model("likeunet_night", weights=path)
+
+
+def test_corrupt_default_weights_are_detected(tmp_path, monkeypatch):
+    preset = registry.get_preset("likeunet_dark_light_original")
+    (tmp_path / preset.weights).write_bytes(b"not the release")
+    monkeypatch.setenv("HUMANMATTING_WEIGHTS", str(tmp_path))
+    with pytest.raises(ValueError, match="does not match the sha256"):
+        humanmatting.create_model("likeunet_dark_light_original")
+    (tmp_path / preset.weights).unlink()
+    with pytest.raises(FileNotFoundError, match="HUMANMATTING_WEIGHTS"):
+        humanmatting.create_model("likeunet_dark_light_original")
+
+
+def test_released_weights_are_deploy_form():
+    with pytest.raises(ValueError, match="deploy form"):
+        humanmatting.create_model("likeunet_dark_light_original", deploy=False)
