@@ -13,6 +13,10 @@ def quiet_logs():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    # OpenCV's bundled Qt ships no fonts and complains on every window; point it at the
+    # system's fonts where there are any.
+    if "QT_QPA_FONTDIR" not in os.environ and os.path.isdir("/usr/share/fonts/truetype"):
+        os.environ["QT_QPA_FONTDIR"] = "/usr/share/fonts/truetype"
 
 
 @contextlib.contextmanager
