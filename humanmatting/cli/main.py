@@ -120,12 +120,44 @@ def cmd_predict(args):
     return 0
 
 
+def _add_train(sub):
+    p = sub.add_parser(
+        "train", help="train a model from a YAML config",
+        description="Trains a registered model as a YAML config says; key=value pairs "
+                    "override config keys (dotted keys reach into loss.* and augment.*).")
+    p.add_argument("--config", required=True, help="YAML file (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run folder's last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args):
+    from humanmatting.training.config import load_config
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except (ValueError, FileNotFoundError) as err:
+        return user_error(str(err))
+    import_tensorflow()
+    from humanmatting.training.fit import fit
+
+    try:
+        summary = fit(config, resume=args.resume)
+    except (ValueError, FileNotFoundError) as err:
+        return user_error(str(err))
+    print(f"best {config.monitor} {summary['best']:.4f} at epoch {summary['best_epoch']} "
+          f"({summary['epochs_done']} epochs done) in {summary['run_dir']}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="humanmatting", description="Human (portrait) matting model zoo.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_list(sub)
     _add_predict(sub)
+    _add_train(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Datasets: readers of the common layouts and the tf.data pipelines."""

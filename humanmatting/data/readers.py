@@ -1,0 +1,153 @@
+"""Dataset readers: pairs of image and target (mask or alpha) paths, with problems reported.
+
+Layouts:
+- folder: `DIR/images/STEM.(jpg|png|...)` with `DIR/masks/STEM.png` (binary, rough) or
+  `DIR/alphas/STEM.png` (soft, refined).
+- AISegment matting_human: `DIR/clip_img/.../NAME.jpg` with `DIR/matting/.../NAME.png`, the
+  same relative folders with `clip_` / `matting_` swapped in folder names; the matte is the PNG's
+  alpha channel.
+- list file: one pair a line, `IMAGE_PATH MATTE_PATH` (space or tab separated; relative paths
+  are relative to the list file), as the original LikeUnet training used.
+"""
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+from humanmatting.io import IMAGE_EXTENSIONS
+
+
+@dataclasses.dataclass
+class PairList:
+    """Image/target pairs of one dataset.
+
+    Attributes:
+        images, targets: paths (str), one per pair; a target of "" means an all-background
+            alpha (a people-free image).
+        refined: soft alpha targets (True) or rough binary masks (False).
+        alpha_channel: read the target's alpha channel (AISegment PNGs) instead of its gray.
+        problems: (path, reason) for every pair that was left out.
+        name: for reports.
+    """
+
+    images: list
+    targets: list
+    refined: bool = False
+    alpha_channel: bool = False
+    problems: list = dataclasses.field(default_factory=list)
+    name: str = ""
+
+    def __len__(self):
+        return len(self.images)
+
+    def split(self, val_fraction, salt="humanmatting"):
+        """Splits by a hash of each image's file stem: fixed, independent of order and size.
+
+        Returns:
+            (train, val) PairLists.
+        """
+        def is_val(path):
+            digest = hashlib.sha1(f"{salt}:{Path(path).stem}".encode()).digest()
+            return int.from_bytes(digest[:4], "big") / 2**32 < val_fraction
+
+        parts = ([], [])
+        for image, target in zip(self.images, self.targets):
+            parts[is_val(image)].append((image, target))
+        return tuple(dataclasses.replace(self, images=[p[0] for p in part],
+                                         targets=[p[1] for p in part], problems=[],
+                                         name=f"{self.name}:{kind}")
+                     for part, kind in zip(parts, ("train", "val")))
+
+
+def _images_in(folder):
+    return sorted(p for p in Path(folder).rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _usable(path, problems):
+    if not path.is_file():
+        problems.append((str(path), "missing"))
+        return False
+    if path.stat().st_size == 0:
+        problems.append((str(path), "empty file"))
+        return False
+    return True
+
+
+def read_folder(root):
+    """Reads a folder dataset (`images/` + `masks/` or `alphas/`)."""
+    root = Path(root)
+    if not (root / "images").is_dir():
+        raise FileNotFoundError(f"{root}: no images/ folder (expected images/ with masks/ or "
+                                "alphas/)")
+    refined = (root / "alphas").is_dir()
+    target_dir = root / ("alphas" if refined else "masks")
+    if not target_dir.is_dir():
+        raise FileNotFoundError(f"{root}: no masks/ or alphas/ folder next to images/")
+    images, targets, problems = [], [], []
+    for image in _images_in(root / "images"):
+        rel = image.relative_to(root / "images").with_suffix(".png")
+        target = target_dir / rel
+        if _usable(image, problems) and _usable(target, problems):
+            images.append(str(image))
+            targets.append(str(target))
+    return PairList(images, targets, refined=refined, problems=problems, name=root.name)
+
+
+def read_backgrounds(root):
+    """People-free images as pairs with an all-background target."""
+    images = [str(p) for p in _images_in(root) if p.stat().st_size > 0]
+    if not images:
+        raise FileNotFoundError(f"{root}: no background images")
+    return PairList(images, [""] * len(images), refined=True, name=Path(root).name)
+
+
+def read_aisegment(root):
+    """Reads the AISegment matting_human layout (`clip_img/` + `matting/`)."""
+    root = Path(root)
+    clip = root / "clip_img"
+    if not clip.is_dir() or not (root / "matting").is_dir():
+        raise FileNotFoundError(f"{root}: expected clip_img/ and matting/ (AISegment layout)")
+    images, targets, problems = [], [], []
+    for image in _images_in(clip):
+        rel = image.relative_to(clip)
+        parts = [p.replace("clip_", "matting_") for p in rel.parent.parts]
+        target = root / "matting" / Path(*parts) / (image.stem + ".png")
+        if _usable(image, problems) and _usable(target, problems):
+            images.append(str(image))
+            targets.append(str(target))
+    return PairList(images, targets, refined=True, alpha_channel=True, problems=problems,
+                    name=root.name)
+
+
+def read_list(list_file, *, refined=True, alpha_channel=False):
+    """Reads a list file of `IMAGE MATTE` lines (# starts a comment)."""
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise FileNotFoundError(f"{list_file}: no such list file")
+    images, targets, problems = [], [], []
+    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 2:
+            problems.append((f"{list_file}:{number}", "expected two paths"))
+            continue
+        image, target = ((list_file.parent / f) for f in fields)
+        if _usable(image, problems) and _usable(target, problems):
+            images.append(str(image))
+            targets.append(str(target))
+    return PairList(images, targets, refined=refined, alpha_channel=alpha_channel,
+                    problems=problems, name=list_file.stem)
+
+
+READERS = {"folder": read_folder, "aisegment": read_aisegment, "list": read_list,
+           "backgrounds": read_backgrounds}
+
+
+def read_dataset(path, kind="folder"):
+    """Reads a dataset of the given layout kind ("folder", "aisegment", "list", "backgrounds")."""
+    if kind not in READERS:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {', '.join(READERS)}")
+    return READERS[kind](path)

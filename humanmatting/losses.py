@@ -1,0 +1,94 @@
+"""Losses for segmentation-style matting models, as named terms.
+
+Targets follow the pipeline's convention: y_true (B, H, W, 2) = [alpha in [0, 1], refined flag
+(1 = soft alpha, 0 = rough binary mask)]; a (B, H, W, 1) target is taken as refined alpha.
+Predictions are (B, H, W, 2) softmax (channel 1 = person) or (B, H, W, 1) probabilities.
+"""
+
+import keras
+from keras import ops
+
+EPS = 1e-6
+
+
+def split_target(y_true):
+    """(alpha, refined) from a pipeline target, each (B, H, W)."""
+    y_true = ops.cast(y_true, "float32")
+    alpha = y_true[..., 0]
+    refined = y_true[..., 1] if y_true.shape[-1] == 2 else ops.ones_like(alpha)
+    return alpha, refined
+
+
+def person_probability(y_pred):
+    """(B, H, W) person probability from a 2-class softmax or a 1-channel output."""
+    y_pred = ops.cast(y_pred, "float32")
+    return y_pred[..., 1] if y_pred.shape[-1] == 2 else y_pred[..., 0]
+
+
+def bce(alpha, prob):
+    """Per-pixel binary cross entropy with soft targets (2-class CE on a softmax pair)."""
+    prob = ops.clip(prob, EPS, 1.0 - EPS)
+    return -(alpha * ops.log(prob) + (1.0 - alpha) * ops.log(1.0 - prob))
+
+
+def soft_iou_loss(alpha, prob):
+    """1 - soft IoU per image: 1 - sum(a p) / sum(a + p - a p), (B,)."""
+    inter = ops.sum(alpha * prob, axis=(1, 2))
+    union = ops.sum(alpha + prob - alpha * prob, axis=(1, 2))
+    return 1.0 - (inter + 1.0) / (union + 1.0)
+
+
+def image_gradient_l1(alpha, prob):
+    """Mean |d(prob - alpha)/dx| + |d(prob - alpha)/dy| (finite differences), (B,)."""
+    diff = prob - alpha
+    dx = ops.abs(diff[:, :, 1:] - diff[:, :, :-1])
+    dy = ops.abs(diff[:, 1:, :] - diff[:, :-1, :])
+    return ops.mean(dx, axis=(1, 2)) + ops.mean(dy, axis=(1, 2))
+
+
+@keras.saving.register_keras_serializable(package="humanmatting")
+class MattingLoss(keras.losses.Loss):
+    """Cross entropy + soft IoU, plus alpha L1 and gradient terms where the target is soft.
+
+    total = ce_weight * CE + iou_weight * (1 - soft IoU)
+            + l1_weight * |p - alpha| (refined targets only)
+            + grad_weight * gradient L1 (refined targets only)
+
+    Rough (binary) masks are trusted for the region, not for the exact edge, so the L1 and
+    gradient terms that fit the transition only apply to refined targets.
+
+    Example:
+        >>> terms = MattingLoss().terms(y_true, y_pred)   # {"ce": ..., "iou": ..., "total": ...}
+    """
+
+    def __init__(self, ce_weight=1.0, iou_weight=0.5, l1_weight=1.0, grad_weight=0.5,
+                 name="matting_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.ce_weight = ce_weight
+        self.iou_weight = iou_weight
+        self.l1_weight = l1_weight
+        self.grad_weight = grad_weight
+
+    def terms(self, y_true, y_pred):
+        """Named loss terms, each a per-sample (B,) tensor, and their weighted `total`."""
+        alpha, refined = split_target(y_true)
+        prob = person_probability(y_pred)
+        is_refined = ops.mean(refined, axis=(1, 2))
+        out = {
+            "ce": ops.mean(bce(alpha, prob), axis=(1, 2)),
+            "iou": soft_iou_loss(alpha, prob),
+            "alpha_l1": ops.mean(ops.abs(prob - alpha), axis=(1, 2)) * is_refined,
+            "gradient": image_gradient_l1(alpha, prob) * is_refined,
+        }
+        out["total"] = (self.ce_weight * out["ce"] + self.iou_weight * out["iou"]
+                        + self.l1_weight * out["alpha_l1"] + self.grad_weight * out["gradient"])
+        return out
+
+    def call(self, y_true, y_pred):
+        return self.terms(y_true, y_pred)["total"]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(ce_weight=self.ce_weight, iou_weight=self.iou_weight,
+                      l1_weight=self.l1_weight, grad_weight=self.grad_weight)
+        return config
