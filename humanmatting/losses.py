@@ -41,9 +41,13 @@ def soft_iou_loss(alpha, prob):
 def image_gradient_l1(alpha, prob):
     """Mean |d(prob - alpha)/dx| + |d(prob - alpha)/dy| (finite differences), (B,)."""
     diff = prob - alpha
-    dx = ops.abs(diff[:, :, 1:] - diff[:, :, :-1])
-    dy = ops.abs(diff[:, 1:, :] - diff[:, :-1, :])
-    return ops.mean(dx, axis=(1, 2)) + ops.mean(dy, axis=(1, 2))
+
+    def mean(d):  # 0 (not NaN) when a side has a single pixel
+        count = ops.cast(ops.shape(d)[1] * ops.shape(d)[2], "float32")
+        return ops.sum(d, axis=(1, 2)) / ops.maximum(count, 1.0)
+
+    return (mean(ops.abs(diff[:, :, 1:] - diff[:, :, :-1]))
+            + mean(ops.abs(diff[:, 1:, :] - diff[:, :-1, :])))
 
 
 @keras.saving.register_keras_serializable(package="humanmatting")

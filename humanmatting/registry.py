@@ -50,7 +50,8 @@ class Preset:
         input: the input convention.
         output: "softmax2" (B, H, W, 2) with channel 1 = person, or "sigmoid" (B, H, W, 1).
         weights: file name under the weights directory, or None when none is released.
-        sha256: hex digest of the weights file.
+        sha256: hex digest of the weights file; when None, the digest listed for the file in
+            the weights folder's SHA256SUMS (written by the release export) is checked.
         description: one line for `humanmatting list`.
         metrics: validation figures from the model card.
     """
@@ -126,6 +127,19 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def released_sha256(folder):
+    """{file name: sha256} from `folder/SHA256SUMS` (the `sha256sum` format), if present."""
+    sums = Path(folder) / "SHA256SUMS"
+    if not sums.is_file():
+        return {}
+    out = {}
+    for line in sums.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            out[parts[1].lstrip("*")] = parts[0]
+    return out
+
+
 def resolve_weights(preset, weights):
     """Path of the weights to load for `weights` ("default", None or a path), or None."""
     if weights is None:
@@ -139,7 +153,8 @@ def resolve_weights(preset, weights):
         if not path.is_file():
             raise FileNotFoundError(f"weights file {path} for model {preset.name!r} is missing; "
                                     "set HUMANMATTING_WEIGHTS to the folder that holds it")
-        if preset.sha256 and sha256_file(path) != preset.sha256:
+        expected = preset.sha256 or released_sha256(path.parent).get(preset.weights)
+        if expected and sha256_file(path) != expected:
             raise ValueError(f"weights file {path} does not match the sha256 registered for "
                              f"{preset.name!r}; the file is corrupt or from another release")
         return path

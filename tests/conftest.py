@@ -70,3 +70,21 @@ def randomize_batchnorm(model, seed=0):
             weight.assign(rng.normal(1.0, 0.3, weight.shape))
         elif name == "beta":
             weight.assign(rng.normal(0.0, 0.3, weight.shape))
+
+
+def make_folder_dataset(root, count=6, shape=(96, 72), soft=False, seed=0):
+    """A folder dataset of synthetic people: images/ + masks/ (or alphas/ when soft)."""
+    import pathlib
+
+    root = pathlib.Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    target_dir = root / ("alphas" if soft else "masks")
+    target_dir.mkdir(exist_ok=True)
+    for i in range(count):
+        image = make_person_image(*shape, seed=seed + i)
+        mask = ((image[..., 0] > 150) * 255).astype(np.uint8)
+        if soft:
+            mask = cv2.GaussianBlur(mask, (5, 5), 0)
+        cv2.imwrite(str(root / "images" / f"p{i:03d}.jpg"), image[..., ::-1])
+        cv2.imwrite(str(target_dir / f"p{i:03d}.png"), mask)
+    return root

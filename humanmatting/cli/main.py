@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -143,11 +144,74 @@ def cmd_train(args):
     from humanmatting.training.fit import fit
 
     try:
-        summary = fit(config, resume=args.resume)
+        summary = fit(config, resume=args.resume,
+                      command=shlex.join(["humanmatting"] + sys.argv[1:]))
     except (ValueError, FileNotFoundError) as err:
         return user_error(str(err))
     print(f"best {config.monitor} {summary['best']:.4f} at epoch {summary['best_epoch']} "
           f"({summary['epochs_done']} epochs done) in {summary['run_dir']}")
+    return 0
+
+
+def _add_eval(sub):
+    p = sub.add_parser(
+        "eval", help="score a model on a dataset (IoU, mIoU, boundary F, MAE; SAD, MSE, "
+                     "Grad, Conn with soft ground truth)",
+        description="Scores a model on every image of a dataset at the image's own size. "
+                    "Bad pairs are skipped and listed at the end (exit 1).")
+    p.add_argument("--data", required=True, help="dataset folder or list file")
+    p.add_argument("--kind", default="folder", choices=("folder", "aisegment", "list"))
+    p.add_argument("--model", default=None, help="registered model (see `humanmatting list`)")
+    p.add_argument("--weights", default="default", help="weights file instead of the released")
+    p.add_argument("--split", default="all", choices=("all", "val", "train"),
+                   help="score the whole dataset or one side of the fixed 10%% hash split")
+    p.add_argument("--peer-tflite", default=None,
+                   help="also score a TFLite peer (e.g. MediaPipe Selfie) on the same images")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args):
+    import json
+
+    from humanmatting.data.readers import read_dataset
+
+    try:
+        pairs = read_dataset(args.data, args.kind)
+    except (ValueError, FileNotFoundError) as err:
+        return user_error(str(err))
+    if args.split != "all":
+        pairs = pairs.split(0.1)[args.split == "val"]
+    if not len(pairs):
+        return user_error(f"{args.data}: no image/target pairs")
+    import_tensorflow()
+    from humanmatting.evaluation import TFLitePeer, evaluate
+    from humanmatting.inference import Matter
+    from humanmatting.registry import DEFAULT_MODEL
+
+    name = args.model or DEFAULT_MODEL
+    try:
+        predictors = {name: Matter(name, weights=args.weights)}
+        if args.peer_tflite:
+            predictors["peer"] = TFLitePeer(args.peer_tflite)
+    except (ValueError, FileNotFoundError) as err:
+        return user_error(str(err))
+    bar = Progress(len(pairs))
+    result = evaluate(predictors, pairs, progress=lambda i, n, path: bar.update(i, Path(path).name))
+    result["data"] = str(args.data)
+    result["soft_ground_truth"] = pairs.refined
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for model_name, metrics in result["per_model"].items():
+            cells = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            print(f"{model_name}: {cells}  latency {result['latency_ms'][model_name]:.1f} ms "
+                  f"({result['count']} images)")
+    if result["failed"]:
+        print(f"{len(result['failed'])} pair(s) failed:", file=sys.stderr)
+        for path, reason in result["failed"]:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -158,6 +222,7 @@ def build_parser():
     _add_list(sub)
     _add_predict(sub)
     _add_train(sub)
+    _add_eval(sub)
     return parser
 
 

@@ -88,7 +88,7 @@ class RunState(keras.callbacks.Callback):
     resumed run takes the same decisions as an uninterrupted one.
     """
 
-    def __init__(self, run_dir, monitor, patience, state=None, stop_after=None):
+    def __init__(self, run_dir, monitor, patience, state=None):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.monitor = monitor
@@ -97,10 +97,15 @@ class RunState(keras.callbacks.Callback):
         self.best = state.get("best", -np.inf)
         self.best_epoch = state.get("best_epoch", -1)
         self.wait = state.get("wait", 0)
-        self.stop_after = stop_after  # for tests: stop (as if killed) after this epoch
+        self.train_seconds = state.get("train_seconds", 0.0)
+        self._epoch_start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
+        self.train_seconds += time.time() - (self._epoch_start or time.time())
         value = logs.get(self.monitor)
         if value is not None and value > self.best:
             self.best, self.best_epoch, self.wait = float(value), epoch, 0
@@ -112,12 +117,11 @@ class RunState(keras.callbacks.Callback):
         with atomic_path(self.run_dir / "checkpoint.keras") as tmp:
             self.model.save(tmp)
         state = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
-                 "wait": self.wait, "monitor": self.monitor}
+                 "wait": self.wait, "monitor": self.monitor,
+                 "train_seconds": round(self.train_seconds, 1)}
         with atomic_path(self.run_dir / "state.json") as tmp:
             tmp.write_text(json.dumps(state, indent=1))
         if self.patience and self.wait >= self.patience:
-            self.model.stop_training = True
-        if self.stop_after is not None and epoch + 1 >= self.stop_after:
             self.model.stop_training = True
 
     def _append_history(self, epoch, logs):
@@ -202,14 +206,15 @@ def _initial_model(config, run_dir, resume, log):
     return model, {"epoch": 0}
 
 
-def fit(config, *, resume=False, log=print, stop_after_epoch=None):
+def fit(config, *, resume=False, log=print, callbacks=(), command=None):
     """Trains `config.model` as configured.
 
     Args:
         config: a TrainConfig.
         resume: continue from `out_dir/checkpoint.keras` if there is one.
         log: function for progress lines.
-        stop_after_epoch: stop after this many epochs in total, as a kill would (tests).
+        callbacks: extra Keras callbacks.
+        command: the command line that started the run, recorded for the model card.
 
     Returns:
         dict: best epoch and value, final epoch, run folder, and the history rows.
@@ -225,6 +230,9 @@ def fit(config, *, resume=False, log=print, stop_after_epoch=None):
     if not resume or not (run_dir / "config.yaml").exists():
         with atomic_path(run_dir / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if command:
+            with atomic_path(run_dir / "command.txt") as tmp:
+                tmp.write_text(command + "\n")
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -262,11 +270,11 @@ def fit(config, *, resume=False, log=print, stop_after_epoch=None):
         val_ds = pipeline.val_dataset(val_store, input_spec=input_spec, sizes=sizes)
         grid_images, grid_targets = next(iter(val_ds))
         callbacks = [
-            RunState(run_dir, config.monitor, config.early_stopping_patience, state,
-                     stop_after=stop_after_epoch),
+            RunState(run_dir, config.monitor, config.early_stopping_patience, state),
             keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False,
                                         update_freq="epoch"),
             ImageGrid(run_dir / "logs", grid_images[:8], grid_targets[:8]),
+            *callbacks,
         ]
         log(f"training {config.model} ({precision}, {strategy.num_replicas_in_sync} replica(s)) "
             f"for epochs {initial_epoch}..{config.epochs - 1}, {steps} steps of "
@@ -281,7 +289,7 @@ def fit(config, *, resume=False, log=print, stop_after_epoch=None):
     if config.export and (run_dir / "best.weights.h5").exists():
         from humanmatting.training.export import export_release
 
-        summary["release"] = export_release(config, run_dir, val_store, log=log)
+        summary["release"] = export_release(config, log=log)
     return summary
 
 

@@ -1,0 +1,145 @@
+"""Release a trained run: fuse its best weights into `models/` and write the model card.
+
+The card records the data and split, the exact command, epochs and training time, and the
+validation metrics of the released model measured at each image's full size next to the same
+metrics of the original Dark-Light release and, when given, MediaPipe Selfie Segmentation on
+the same validation images.
+"""
+
+import datetime
+import json
+import platform
+from pathlib import Path
+
+import keras
+
+from humanmatting.data.readers import read_dataset
+from humanmatting.evaluation import TFLitePeer, evaluate
+from humanmatting.inference import Matter
+from humanmatting.io import atomic_path
+from humanmatting.registry import get_preset, sha256_file
+
+MAX_RELEASE_BYTES = 5 * 1024 * 1024
+METRIC_ORDER = ("iou", "miou", "boundary_f", "mae")
+
+
+def validation_sets(config):
+    """The validation PairLists of a config's datasets, by dataset name (people only)."""
+    out = {}
+    for source in config.data:
+        pairs = read_dataset(source.path, source.kind)
+        _, val = pairs.split(config.val_fraction)
+        out[Path(source.path).name] = val
+    return out
+
+
+def _update_sums(folder, name, digest):
+    sums = Path(folder) / "SHA256SUMS"
+    lines = [ln for ln in (sums.read_text().splitlines() if sums.exists() else [])
+             if ln.split()[-1:] != [name]]
+    lines.append(f"{digest}  {name}")
+    with atomic_path(sums) as tmp:
+        tmp.write_text("\n".join(sorted(lines, key=lambda ln: ln.split()[-1])) + "\n")
+
+
+def _table(results, names):
+    header = "| data | model | " + " | ".join(METRIC_ORDER) + " | latency ms |"
+    rows = [header, "|" + "---|" * (len(METRIC_ORDER) + 3)]
+    for data_name, result in results.items():
+        for name in names:
+            metrics = result["per_model"].get(name)
+            if metrics is None:
+                continue
+            cells = " | ".join(f"{metrics[m]:.4f}" for m in METRIC_ORDER)
+            rows.append(f"| {data_name} ({result['count']}) | {name} | {cells} | "
+                        f"{result['latency_ms'][name]:.1f} |")
+    return "\n".join(rows)
+
+
+def export_release(config, *, log=print, run_dir=None):
+    """Fuses the run's best weights, writes them and a model card to `config.export_dir`.
+
+    Returns:
+        dict with the weights path, its size and sha256, and the validation results.
+    """
+    from humanmatting.training.fit import load_best
+
+    run_dir = Path(run_dir or config.out_dir)
+    state = json.loads((run_dir / "state.json").read_text())
+    model = load_best(config)
+    export_dir = Path(config.export_dir)
+    name = config.model
+    weights_name = f"{name}.weights.h5"
+    with atomic_path(export_dir / weights_name) as tmp:
+        model.save_weights(tmp)
+    path = export_dir / weights_name
+    size = path.stat().st_size
+    if size > MAX_RELEASE_BYTES:
+        raise ValueError(f"{path} is {size / 2**20:.1f} MiB, over the 5 MiB release limit")
+    digest = sha256_file(path)
+    _update_sums(export_dir, weights_name, digest)
+    log(f"wrote {path} ({size / 2**20:.2f} MiB, sha256 {digest})")
+
+    predictors = {name: Matter(model, input_spec=get_preset(name).input,
+                               output=get_preset(name).output)}
+    original = "likeunet_dark_light_original"
+    predictors[original] = Matter(original)
+    if config.peer_tflite and Path(config.peer_tflite).is_file():
+        predictors["mediapipe_selfie"] = TFLitePeer(config.peer_tflite)
+    results = {}
+    for data_name, pairs in validation_sets(config).items():
+        if not any(pairs.targets):  # people-free images: not scored by IoU
+            continue
+        results[data_name] = evaluate(predictors, pairs)
+        log(f"validation {data_name}: " + ", ".join(
+            f"{n} iou {r['iou']:.4f}" for n, r in results[data_name]["per_model"].items()))
+    write_card(config, run_dir, state, path, digest, model, results, list(predictors))
+    return {"weights": str(path), "bytes": size, "sha256": digest, "validation": results}
+
+
+def write_card(config, run_dir, state, path, digest, model, results, names):
+    command_file = run_dir / "command.txt"
+    command = command_file.read_text().strip() if command_file.exists() else (
+        f"humanmatting train --config {run_dir / 'config.yaml'}")
+    preset = get_preset(config.model)
+    spec = preset.input
+    data_lines = "\n".join(
+        f"  - `{d.path}` ({d.kind}, sampling weight {d.weight})" for d in config.data)
+    hours = state.get("train_seconds", 0) / 3600
+    card = f"""# Model card: `{config.model}`
+
+{preset.description}. Trained here, on CPU, from scratch{' (initialised from `' + config.init_from + '`)' if config.init_from else ''}.
+
+- **Weights**: `{path.name}`, deploy form (ACNet branches and BatchNorm folded),
+  {model.count_params():,} parameters, {path.stat().st_size / 2**20:.2f} MiB, sha256 `{digest}`.
+- **Input**: (1, H, W, {spec.channels}) float32, {'grayscale (BT.601 luma)' if spec.channels == 1 else 'RGB'},
+  uint8 values x {spec.scale:.6g}; H and W multiples of {spec.divisor}. `Matter` picks the
+  size nearest each image's aspect ratio from {', '.join(f'{h}x{w}' for h, w in spec.sizes)}.
+- **Output**: (1, H, W, 2) softmax, channel 1 = person.
+- **Data**: real photographs with binary person masks (research licences; see
+  `../shared/data/README.md`), mixed by weight:
+{data_lines}
+  Composited onto `{config.backgrounds or 'none'}` with probability
+  {config.augment.get('composite', 0.25)}. Validation: a fixed {config.val_fraction:.0%} of each
+  dataset by a hash of the file stem (`PairList.split`), never trained on.
+- **Training**: `{command}` (config saved as `{run_dir}/config.yaml`); {state['epoch']} epochs
+  of {config.steps_per_epoch or 'one pass'} steps x batch {config.batch_size}, buckets
+  {len(config.sizes)} sizes with short side 256, AdamW lr {config.learning_rate} cosine, seed
+  {config.seed}; best epoch {state.get('best_epoch')} by {state.get('monitor')}
+  ({state.get('best', float('nan')):.4f} at bucket resolution); {hours:.2f} h on
+  {platform.machine()} CPU, 2 cores.
+- **Validation** (each image at its own full size through `Matter`; masks binary, so the
+  matting metrics are left out; latency is the median per image including pre/post-processing,
+  one process, this machine):
+
+{_table(results, names)}
+
+- **Measured with**: `humanmatting.training.export.export_release` on
+  {datetime.date.today().isoformat()}; the same numbers come from
+  `humanmatting eval --data DIR --model {config.model}` on the validation images.
+- **Limits**: binary training masks, so hair and fine edges are only as soft as the
+  upsampling makes them; trained at short side 256.
+"""
+    with atomic_path(path.with_name(f"{config.model}.md")) as tmp:
+        tmp.write_text(card)
+    keras.backend.clear_session()

@@ -1,0 +1,139 @@
+"""Readers and the tf.data pipeline: layouts, bad files, bucketing, determinism, trimaps."""
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import make_folder_dataset, make_person_image
+from humanmatting.data import pipeline
+from humanmatting.data.readers import read_dataset
+from humanmatting.registry import InputSpec
+
+SIZES = [(64, 64), (64, 96), (96, 64)]
+
+
+def test_folder_reader_reports_missing_and_empty(tmp_path):
+    root = make_folder_dataset(tmp_path / "d", count=4)
+    (root / "masks" / "p001.png").unlink()
+    (root / "images" / "p002.jpg").write_bytes(b"")
+    pairs = read_dataset(root)
+    assert len(pairs) == 2 and not pairs.refined
+    reasons = dict(pairs.problems)
+    assert reasons[str(root / "masks" / "p001.png")] == "missing"
+    assert reasons[str(root / "images" / "p002.jpg")] == "empty file"
+    assert read_dataset(make_folder_dataset(tmp_path / "s", count=1, soft=True)).refined
+    with pytest.raises(FileNotFoundError, match="no images/ folder"):
+        read_dataset(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="unknown dataset kind"):
+        read_dataset(root, "coco")
+
+
+def test_aisegment_and_list_readers(tmp_path):
+    root = tmp_path / "matting_human"
+    (root / "clip_img" / "1803151818" / "clip_00000000").mkdir(parents=True)
+    (root / "matting" / "1803151818" / "matting_00000000").mkdir(parents=True)
+    image = make_person_image(40, 30)
+    cv2.imwrite(str(root / "clip_img/1803151818/clip_00000000/a.jpg"), image)
+    rgba = np.dstack([image, np.full((40, 30), 200, np.uint8)])
+    cv2.imwrite(str(root / "matting/1803151818/matting_00000000/a.png"), rgba)
+    pairs = read_dataset(root, "aisegment")
+    assert len(pairs) == 1 and pairs.alpha_channel and pairs.refined
+    store = pipeline.ImageStore([pairs])
+    _, alpha = store.fetch(0)
+    assert int(alpha.numpy().max()) == 200   # the matte is the PNG's alpha channel
+
+    listing = tmp_path / "train.txt"
+    listing.write_text("# image matte\nmatting_human/clip_img/1803151818/clip_00000000/a.jpg "
+                       "matting_human/matting/1803151818/matting_00000000/a.png\n"
+                       "only_one_path.jpg\nmissing.jpg missing.png\n")
+    pairs = read_dataset(listing, "list")
+    assert len(pairs) == 1
+    assert any("expected two paths" in r for _, r in pairs.problems)
+    assert any(p.endswith("missing.jpg") for p, _ in pairs.problems)
+
+
+def test_split_is_fixed_by_stem(tmp_path):
+    pairs = read_dataset(make_folder_dataset(tmp_path / "d", count=40))
+    train, val = pairs.split(0.25)
+    assert len(train) + len(val) == 40 and 3 <= len(val) <= 18
+    again_train, again_val = pairs.split(0.25)
+    assert val.images == again_val.images
+    assert not set(train.images) & set(val.images)
+
+
+def test_store_skips_corrupt_and_mismatched_files(tmp_path):
+    root = make_folder_dataset(tmp_path / "d", count=4)
+    (root / "images" / "p000.jpg").write_bytes(b"\xff\xd8 garbage")
+    cv2.imwrite(str(root / "masks" / "p001.png"), np.zeros((10, 10), np.uint8))
+    store = pipeline.ImageStore([read_dataset(root)])
+    assert len(store) == 2
+    reasons = " ".join(r for _, r in store.problems)
+    assert "not a readable image" in reasons and "differs" in reasons
+
+
+def _dataset(tmp_path, seed=0, epochs=2, initial_epoch=0, steps=3, spec=InputSpec()):
+    root = tmp_path / "d"
+    if not root.exists():
+        make_folder_dataset(root, count=5)
+        make_folder_dataset(tmp_path / "s", count=3, soft=True, seed=50)
+    store = pipeline.ImageStore([read_dataset(root), read_dataset(tmp_path / "s")])
+    return pipeline.train_dataset(store, [0.7, 0.3], input_spec=spec, batch_size=2,
+                                  steps_per_epoch=steps, epochs=epochs, seed=seed, sizes=SIZES,
+                                  initial_epoch=initial_epoch)
+
+
+def test_train_batches_are_bucketed_and_typed(tmp_path):
+    batches = list(_dataset(tmp_path, epochs=4, steps=5))
+    assert len(batches) == 20
+    shapes = {tuple(x.shape[1:3]) for x, _ in batches}
+    assert shapes <= set(SIZES) and len(shapes) >= 2
+    for x, y in batches:
+        assert x.shape[0] == 2 and x.shape[-1] == 3 and y.shape[-1] == 2
+        assert x.shape[1:3] == y.shape[1:3]
+        assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 1.0
+        refined = np.unique(y[..., 1].numpy())
+        assert set(refined.tolist()) <= {0.0, 1.0}
+    flags = np.concatenate([y[:, 0, 0, 1].numpy() for _, y in batches])
+    assert 0 < flags.mean() < 1   # both datasets are mixed in
+
+
+def test_gray_raw_input_convention(tmp_path):
+    x, _ = next(iter(_dataset(tmp_path, spec=InputSpec(channels=1, scale=1.0))))
+    assert x.shape[-1] == 1 and float(tf.reduce_max(x)) > 1.5   # raw 0-255 values
+
+
+def test_pipeline_is_deterministic_and_epochs_independent(tmp_path):
+    a = [(x.numpy(), y.numpy()) for x, y in _dataset(tmp_path, seed=3, epochs=3)]
+    b = [(x.numpy(), y.numpy()) for x, y in _dataset(tmp_path, seed=3, epochs=3)]
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    # Epoch 2 alone (a resumed run) equals epoch 2 of the full run.
+    resumed = [(x.numpy(), y.numpy()) for x, y in _dataset(tmp_path, seed=3, epochs=3,
+                                                             initial_epoch=2)]
+    assert len(resumed) == 3
+    for (xa, _), (xr, _) in zip(a[6:], resumed):
+        np.testing.assert_array_equal(xa, xr)
+    other = next(iter(_dataset(tmp_path, seed=4)))[0].numpy()
+    assert other.shape != a[0][0].shape or not np.array_equal(other, a[0][0])
+
+
+def test_val_dataset_resizes_whole_images(tmp_path):
+    make_folder_dataset(tmp_path / "v", count=3, shape=(90, 60))
+    store = pipeline.ImageStore([read_dataset(tmp_path / "v")])
+    batches = list(pipeline.val_dataset(store, input_spec=InputSpec(), sizes=SIZES,
+                                        batch_size=2))
+    assert sum(int(x.shape[0]) for x, _ in batches) == 3
+    assert all(tuple(x.shape[1:3]) == (96, 64) for x, _ in batches)  # 3:2 portrait
+
+
+def test_trimap_hand_computed():
+    alpha = np.zeros((1, 9, 9, 1), np.float32)
+    alpha[0, 2:7, 2:7] = 1.0
+    trimap = pipeline.trimap_from_alpha(alpha, erode=1, dilate=1).numpy()[0, ..., 0]
+    assert trimap[4, 4] == 1.0          # deep inside: foreground
+    assert trimap[0, 0] == 0.0          # far outside: background
+    assert trimap[2, 2] == 0.5          # the edge itself: unknown
+    assert trimap[1, 4] == 0.5          # one pixel outside: unknown (dilated)
+    assert set(np.unique(trimap).tolist()) == {0.0, 0.5, 1.0}

@@ -1,0 +1,83 @@
+"""Losses and metrics against hand-computed cases; streaming metrics against NumPy."""
+
+import numpy as np
+import pytest
+
+from humanmatting import metrics as M
+from humanmatting.losses import MattingLoss
+
+
+def square(shape=(10, 10), top=2, left=2, size=4):
+    a = np.zeros(shape, np.float32)
+    a[top:top + size, left:left + size] = 1.0
+    return a
+
+
+def test_iou_miou_mae_sad_mse_hand_computed():
+    gt = square()                      # 16 pixels
+    pred = square(top=3)               # shifted one row: 12 shared, 20 in the union
+    assert M.iou(pred, gt) == pytest.approx(12 / 20)
+    # background: 100 - 20 = 80 shared of 100 - 12 = 88 in the union
+    assert M.miou(pred, gt) == pytest.approx(0.5 * (12 / 20 + 80 / 88))
+    assert M.mae(pred, gt) == pytest.approx(8 / 100)
+    assert M.sad(pred, gt) == pytest.approx(8 / 1000)
+    assert M.mse(pred, gt) == pytest.approx(8 / 100 * 1000)
+    assert M.iou(np.zeros((3, 3)), np.zeros((3, 3))) == 1.0
+
+
+def test_boundary_f_hand_computed():
+    gt = square((40, 40), 10, 10, 20)
+    assert M.boundary_f(gt, gt) == 1.0
+    assert M.boundary_f(np.zeros_like(gt), gt) == 0.0
+    assert M.boundary_f(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
+    # A one-pixel shift is within the tolerance ceil(0.008 * 56.6) = 1: perfect.
+    assert M.boundary_f(square((40, 40), 11, 10, 20), gt) == 1.0
+    # A far shift matches only where the boundaries overlap.
+    assert M.boundary_f(square((40, 40), 10, 25, 20), gt) < 0.5
+
+
+def test_grad_and_conn_are_zero_for_perfect_and_grow_with_error():
+    gt = square((30, 30), 8, 8, 12)
+    assert M.gradient_error(gt, gt) == 0.0 and M.connectivity_error(gt, gt) == 0.0
+    blurred = np.clip(gt + 0.3 * square((30, 30), 4, 4, 20), 0, 1)
+    assert M.gradient_error(blurred, gt) > 0
+    # A detached blob of 0.5: unconnected pixels get phi = 1 - (0.5 - l).
+    blob = gt.copy()
+    blob[0:3, 0:3] = 0.5
+    assert M.connectivity_error(blob, gt) > 0
+    assert M.connectivity_error(blob, gt) < M.sad(blob, gt) + 1e-9
+
+
+def test_streaming_metrics_match_numpy():
+    rng = np.random.default_rng(0)
+    gts = (rng.uniform(size=(3, 16, 12)) > 0.5).astype(np.float32)
+    preds = np.clip(gts + rng.normal(0, 0.4, gts.shape), 0, 1).astype(np.float32)
+    y_true = np.stack([gts, np.ones_like(gts)], -1)
+    y_pred = np.stack([1 - preds, preds], -1)
+    for metric, ref in ((M.PersonIoU(), M.iou), (M.AlphaMAE(), M.mae), (M.MeanIoU(), M.miou),
+                        (M.SAD(), M.sad), (M.MSE(), M.mse)):
+        metric.update_state(y_true[:2], y_pred[:2])
+        metric.update_state(y_true[2:], y_pred[2:])
+        expected = np.mean([ref(p, g) for p, g in zip(preds, gts)])
+        assert float(metric.result()) == pytest.approx(expected, rel=1e-5), metric.name
+
+
+def test_matting_loss_terms_hand_computed():
+    alpha = np.array([[[1.0, 0.0]]], np.float32)            # (1, 1, 2)
+    prob = np.array([[[0.8, 0.4]]], np.float32)
+    y_pred = np.stack([1 - prob, prob], -1)
+    rough = np.stack([alpha, np.zeros_like(alpha)], -1)
+    refined = np.stack([alpha, np.ones_like(alpha)], -1)
+    loss = MattingLoss(ce_weight=1.0, iou_weight=0.5, l1_weight=1.0, grad_weight=0.5)
+    terms = {k: float(v[0]) for k, v in loss.terms(rough, y_pred).items()}
+    ce = -(np.log(0.8) + np.log(0.6)) / 2
+    iou = 1 - (0.8 + 1) / (1 + 0.4 + 1)      # smoothed: (inter + 1) / (union + 1)
+    assert terms["ce"] == pytest.approx(ce, rel=1e-5)
+    assert terms["iou"] == pytest.approx(iou, rel=1e-5)
+    assert terms["alpha_l1"] == 0.0 and terms["gradient"] == 0.0   # rough: not used
+    assert terms["total"] == pytest.approx(ce + 0.5 * iou, rel=1e-5)
+    soft = {k: float(v[0]) for k, v in loss.terms(refined, y_pred).items()}
+    assert soft["alpha_l1"] == pytest.approx((0.2 + 0.4) / 2, rel=1e-5)
+    # gradient along x of (prob - alpha) = [-0.2, 0.4]: |0.6|; no y neighbours.
+    assert soft["gradient"] == pytest.approx(0.6, rel=1e-5)
+    assert MattingLoss.from_config(loss.get_config()).get_config() == loss.get_config()

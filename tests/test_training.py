@@ -1,0 +1,136 @@
+"""Training on a tiny generated dataset: config, exact resume, transfer, release, CLI."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import humanmatting
+from conftest import make_folder_dataset
+from humanmatting.training import load_config
+from humanmatting.training.fit import fit
+from humanmatting.training.transfer import transfer_weights
+
+TINY = {"filters": [4, 4, 4, 4, 4], "bottleneck_filters": 4, "edge_filters": 4}
+
+
+def tiny_config(tmp_path, **changes):
+    data = make_folder_dataset(tmp_path / "data", count=12, shape=(80, 64))
+    overrides = [f"data=[{{path: {data}, weight: 1}}]", f"out_dir={tmp_path / 'run'}",
+                 "sizes=[[64, 64], [64, 96], [96, 64]]", "batch_size=2", "steps_per_epoch=2",
+                 "epochs=3", "val_fraction=0.25", "jit_compile=false", "learning_rate=0.01",
+                 "image_cache_short_side=96", f"export_dir={tmp_path / 'models'}"]
+    overrides += [f"{k}={v}" for k, v in changes.items()]
+    config = load_config(None, overrides)
+    config.overrides = dict(TINY)
+    return config
+
+
+def test_config_yaml_overrides_and_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: likeunet_dark\nepochs: 5\nloss: {iou_weight: 2.0}\n")
+    config = load_config(path, ["epochs=7", "augment.rotation=3", "deterministic=false"])
+    assert (config.model, config.epochs, config.loss, config.augment) == (
+        "likeunet_dark", 7, {"iou_weight": 2.0}, {"rotation": 3})
+    assert config.deterministic is False
+    with pytest.raises(ValueError, match="unknown config key 'epoch'"):
+        load_config(path, ["epoch=3"])
+    with pytest.raises(ValueError, match="epochs"):
+        load_config(path, ["epochs=many"])
+    with pytest.raises(ValueError, match="precision must be one of"):
+        load_config(path, ["precision=fp8"])
+    with pytest.raises(ValueError, match="size 60x64 is not accepted"):
+        load_config(path, ["sizes=[[60, 64]]"])
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+
+
+class Crash(keras.callbacks.Callback):
+    """Raises in the middle of an epoch, as a kill would stop the process there."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == self.batch:
+            raise KeyboardInterrupt("killed")
+
+
+@pytest.mark.slow
+def test_resume_after_a_mid_epoch_kill_is_exact(tmp_path):
+    straight = tiny_config(tmp_path / "a")
+    summary = fit(straight, log=lambda *a: None)
+    assert summary["epochs_done"] == 3
+
+    interrupted = tiny_config(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, log=lambda *a: None, callbacks=[Crash(epoch=1, batch=0)])
+    state = json.loads((tmp_path / "b" / "run" / "state.json").read_text())
+    assert state["epoch"] == 1     # epoch 0 was checkpointed, epoch 1 was lost mid-way
+    resumed = fit(interrupted, resume=True, log=lambda *a: None)
+    assert resumed["epochs_done"] == 3
+
+    a = keras.models.load_model(tmp_path / "a" / "run" / "checkpoint.keras")
+    b = keras.models.load_model(tmp_path / "b" / "run" / "checkpoint.keras")
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(wa.numpy(), wb.numpy(), err_msg=wa.path)
+    ha, hb = summary["history"], resumed["history"]
+    assert [r["val_iou"] for r in ha] == [r["val_iou"] for r in hb]
+
+
+@pytest.mark.slow
+def test_release_export_writes_fused_weights_and_card(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, export="true")
+    summary = fit(config, log=lambda *a: None)
+    release = summary["release"]
+    models = tmp_path / "models"
+    assert (models / "likeunet_night.weights.h5").is_file()
+    card = (models / "likeunet_night.md").read_text()
+    assert "humanmatting" in card and "iou" in card and "likeunet_dark_light_original" in card
+    sums = (models / "SHA256SUMS").read_text()
+    assert release["sha256"] in sums
+    model = humanmatting.create_model("likeunet_night", weights=models / "likeunet_night.weights.h5",
+                                      **TINY)
+    assert humanmatting.fusion.is_deploy(model)
+
+
+def test_transfer_rgb_plain_to_gray_acnet_keeps_the_function():
+    src = humanmatting.create_model("likeunet_night", weights=None, deploy=False, **TINY)
+    rng = np.random.default_rng(0)
+    for w in src.weights:
+        if "moving_variance" in w.path:
+            w.assign(rng.uniform(0.5, 2, w.shape))
+        elif "moving_mean" in w.path or "beta" in w.path:
+            w.assign(rng.normal(0, 0.3, w.shape))
+    dst = humanmatting.create_model("likeunet_dark_light", weights=None, deploy=False, **TINY)
+    copied = transfer_weights(src, dst)
+    assert "pre_conv" in copied and "enc1_conv" in copied and "dec3_tconv" in copied
+    gray = rng.uniform(0, 1, (1, 64, 96, 1)).astype("float32")
+    rgb = np.repeat(gray, 3, axis=-1)
+    np.testing.assert_allclose(np.asarray(dst(gray, training=False)),
+                               np.asarray(src(rgb, training=False)), atol=1e-5)
+
+
+def test_train_and_eval_cli(tmp_path):
+    data = make_folder_dataset(tmp_path / "data", count=4, shape=(80, 64))
+    (data / "images" / "broken.jpg").write_bytes(b"\xff\xd8 no")
+    (data / "masks" / "broken.png").write_bytes(b"\x89PNG no")
+    result = subprocess.run(
+        [sys.executable, "-m", "humanmatting", "eval", "--data", str(data), "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1                       # one pair failed
+    report = json.loads(result.stdout)
+    assert report["count"] == 4
+    scores = report["per_model"]["likeunet_dark_light_original"]
+    assert set(scores) == {"iou", "miou", "boundary_f", "mae"}
+    assert "broken.jpg" in result.stderr
+    bad = subprocess.run([sys.executable, "-m", "humanmatting", "train", "--config",
+                          str(tmp_path / "none.yaml")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "none.yaml: no such config file" in bad.stderr
