@@ -45,7 +45,9 @@ class TrainConfig:
         jit_compile: "auto" (XLA where it applies), "true" or "false".
         deterministic: TensorFlow op determinism, which makes a resumed run bit-identical to
             an uninterrupted one; TensorFlow then turns XLA off (about 1.3x slower here).
-        strategy: "default", "mirrored" or "multi_worker".
+        strategy: "default", "mirrored" or "multi_worker" (TF_CONFIG names the workers).
+        devices: devices for the mirrored strategy (default: every GPU, else the CPU), e.g.
+            ["/cpu:0", "/cpu:1"] with two logical CPU devices.
         early_stopping_patience: epochs without a better monitored value before stopping
             (0 = never).
         monitor: validation metric to select the best epoch by (higher is better).
@@ -79,6 +81,7 @@ class TrainConfig:
     jit_compile: str = "auto"
     deterministic: bool = True
     strategy: str = "default"
+    devices: list = dataclasses.field(default_factory=list)
     early_stopping_patience: int = 0
     monitor: str = "val_iou"
     out_dir: str = "runs/likeunet_night"

@@ -52,9 +52,9 @@ def choose_jit(config, strategy):
     return config.jit_compile == "true"
 
 
-def make_strategy(name):
+def make_strategy(name, devices=()):
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        return tf.distribute.MirroredStrategy(list(devices) or None)
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
@@ -239,7 +239,7 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
         tf.config.experimental.enable_op_determinism()
     precision = choose_precision(config)
     previous_policy = keras.mixed_precision.global_policy()
-    strategy = make_strategy(config.strategy)
+    strategy = make_strategy(config.strategy, config.devices)
     input_spec = get_preset(config.model).input
     sizes = [tuple(s) for s in config.sizes]
     train_store, weights, val_store, backgrounds = build_data(config, input_spec, log)
@@ -286,6 +286,8 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
         keras.mixed_precision.set_global_policy(previous_policy)
     state = json.loads((run_dir / "state.json").read_text())
     summary = _summary(run_dir, state)
+    summary["replicas"] = strategy.num_replicas_in_sync
+    summary["precision"] = precision
     if config.export and (run_dir / "best.weights.h5").exists():
         from humanmatting.training.export import export_release
 

@@ -1,0 +1,91 @@
+"""Training-pipeline throughput next to training-step throughput, side by side.
+
+The pipeline must outpace training on this machine, or the accelerator (here: 2 CPU cores)
+waits for data. Both are measured in one run with the same batch size and size table:
+
+    python benchmarks/pipeline.py [--data DIR ...] [--model likeunet_night] [--batches 30]
+
+Without --data, a generated folder dataset is used (so it runs anywhere). Prints images/s of
+(1) the tf.data pipeline alone (decode already cached, augmentation, bucketing), (2) the
+training step alone on pre-made batches of the same shapes, and their ratio.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from humanmatting.data import pipeline  # noqa: E402
+from humanmatting.data.readers import read_dataset  # noqa: E402
+from humanmatting.losses import MattingLoss  # noqa: E402
+from humanmatting.registry import SIZES_256, create_model, get_preset  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="*", default=[])
+    parser.add_argument("--backgrounds", default=None)
+    parser.add_argument("--model", default="likeunet_night")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=30)
+    args = parser.parse_args()
+
+    if args.data:
+        lists = [read_dataset(d) for d in args.data]
+    else:
+        from conftest import make_folder_dataset
+
+        tmp = Path(tempfile.mkdtemp())
+        lists = [read_dataset(make_folder_dataset(tmp / "d", count=64, shape=(600, 450)))]
+    spec = get_preset(args.model).input
+    store = pipeline.ImageStore(lists)
+    backgrounds = None
+    if args.backgrounds:
+        backgrounds = pipeline.load_backgrounds(read_dataset(args.backgrounds, "backgrounds"))
+    ds = pipeline.train_dataset(store, [1.0] * len(lists), input_spec=spec,
+                                batch_size=args.batch_size, steps_per_epoch=args.batches + 5,
+                                epochs=1, backgrounds=backgrounds)
+    it = iter(ds)
+    warm = [next(it) for _ in range(5)]
+    start = time.perf_counter()
+    for _ in range(args.batches):
+        next(it)
+    pipe = args.batches * args.batch_size / (time.perf_counter() - start)
+
+    model = create_model(args.model, weights=None, deploy=False)
+    model.compile(keras.optimizers.AdamW(1e-3), MattingLoss(), jit_compile=True)
+    shapes = {}
+    for x, y in warm:
+        shapes.setdefault(tuple(x.shape), (x, y))
+    batches = [shapes[s] for s in shapes]
+    for x, y in batches:  # compile every shape first
+        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    steps = 0
+    while steps < args.batches:
+        x, y = batches[steps % len(batches)]
+        model.train_on_batch(x, y)
+        steps += 1
+    train = steps * args.batch_size / (time.perf_counter() - start)
+
+    print(f"data: {', '.join(args.data) or 'generated 600x450 folder'} ({len(store)} images)")
+    print(f"sizes: {len(SIZES_256)} buckets, batch {args.batch_size}, "
+          f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads")
+    print(f"pipeline      {pipe:8.1f} images/s")
+    print(f"training step {train:8.1f} images/s  ({args.model}, XLA)")
+    print(f"pipeline / training = {pipe / train:.1f}x "
+          f"({'pipeline keeps up' if pipe > train else 'PIPELINE IS THE BOTTLENECK'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""refine-masks: pseudo alphas from binary masks, resumable, labelled."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from conftest import make_folder_dataset
+from humanmatting.data.readers import read_dataset
+from humanmatting.data.refine import refine_alpha, trimap_from_mask
+
+
+def test_trimap_from_mask_hand_computed():
+    mask = np.zeros((11, 11))
+    mask[3:8, 3:8] = 1
+    trimap = trimap_from_mask(mask, erode=1, dilate=1)
+    assert trimap[5, 5] == 1.0 and trimap[0, 0] == 0.0
+    assert trimap[3, 5] == 0.5 and trimap[2, 5] == 0.5   # edge and one pixel outside
+
+
+def test_refine_alpha_softens_only_the_band():
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[:, 20:] = 255                       # a hard vertical edge in the image
+    mask = np.zeros((40, 40))
+    mask[:, 18:] = 1                          # a mask two pixels off the real edge
+    alpha = refine_alpha(image, mask, erode=4, dilate=4)
+    assert alpha.dtype == np.float32 and alpha.shape == (40, 40)
+    assert np.all(alpha[:, :13] == 0) and np.all(alpha[:, 23:] == 1)   # definite regions kept
+    assert alpha[20, 18] < 0.2 and alpha[20, 21] > 0.8   # follows the image's edge, not the mask
+
+
+def test_refine_masks_cli_resumes_and_labels(tmp_path):
+    data = make_folder_dataset(tmp_path / "d", count=3, shape=(48, 40))
+    (data / "images" / "bad.jpg").write_bytes(b"\xff\xd8 nope")
+    cv2.imwrite(str(data / "masks" / "bad.png"), np.zeros((48, 40), np.uint8))
+    out = tmp_path / "refined"
+    cmd = [sys.executable, "-m", "humanmatting", "refine-masks", "--data", str(data), "--out",
+           str(out), "--workers", "1", "--erode", "2", "--dilate", "2"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 1 and "bad.jpg" in first.stderr
+    assert "3 alpha(s) written" in first.stdout
+    assert json.loads((out / "dataset.json").read_text())["pseudo_ground_truth"] is True
+    assert "pseudo" in (out / "PSEUDO_GROUND_TRUTH.md").read_text().lower()
+    pairs = read_dataset(out)
+    assert pairs.refined and len(pairs) == 3
+    (data / "images" / "bad.jpg").unlink()
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "0 alpha(s) written, 3 already there" in second.stdout
