@@ -134,3 +134,31 @@ def test_train_and_eval_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "humanmatting", "train", "--config",
                           str(tmp_path / "none.yaml")], capture_output=True, text=True)
     assert bad.returncode == 1 and "none.yaml: no such config file" in bad.stderr
+
+
+@pytest.mark.parametrize("src_name, dst_name", [
+    ("likeunet_dark_light_original", "likeunet_night"),
+    ("likeunet_dark_light_original", "likeunet_dark_light"),
+    ("likeunet_dark_light_original", "likeunet_dark"),
+])
+def test_transfer_from_the_original_training_form_keeps_the_function(src_name, dst_name):
+    from humanmatting.registry import get_preset
+
+    src = humanmatting.create_model(src_name, weights=None, deploy=False)
+    rng = np.random.default_rng(1)
+    for w in src.weights:  # trained-looking BN statistics and biases
+        if "moving_variance" in w.path:
+            w.assign(rng.uniform(0.5, 2, w.shape))
+        elif "moving_mean" in w.path or "beta" in w.path or w.path.endswith("bias"):
+            w.assign(rng.normal(0, 0.3, w.shape))
+    dst = humanmatting.create_model(dst_name, weights=None, deploy=False)
+    ratio = get_preset(src_name).input.scale / get_preset(dst_name).input.scale
+    copied = transfer_weights(src, dst, input_scale=ratio)
+    assert len(copied) == len([layer for layer in dst.layers if layer.weights])
+    raw_gray = rng.uniform(0, 255, (1, 64, 96, 1)).astype("float32")
+    if get_preset(dst_name).input.channels == 3:
+        x = np.repeat(raw_gray, 3, axis=-1) / 255.0   # R = G = B: luma equals the gray
+    else:
+        x = raw_gray * get_preset(dst_name).input.scale
+    np.testing.assert_allclose(np.asarray(dst(x, training=False)),
+                               np.asarray(src(raw_gray, training=False)), atol=2e-5)

@@ -8,7 +8,9 @@ This script
    each BatchNorm into its convolution, and checks the outputs agree,
 3. loads the training-form release into our training form (ACNet, norm="sum"), fuses it with
    `humanmatting.fuse`, and checks that this agrees too,
-4. writes `models/likeunet_dark_light_original.weights.h5` (atomically) and a test reference
+4. writes `models/likeunet_dark_light_original.weights.h5` (deploy form) and
+   `models/likeunet_dark_light_original.train.weights.h5` (training form, for starting other
+   variants from it), their SHA256SUMS, all atomically, and a test reference
    (`tests/data/original_reference.npz`: an input and the original model's output).
 
 Usage:
@@ -16,9 +18,7 @@ Usage:
 """
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 import humanmatting
+from humanmatting.io import atomic_path
 from humanmatting.layers import fold_batchnorm, transpose_to_conv_kernel
 from humanmatting.registry import sha256_file, weights_dir
 
@@ -145,12 +146,18 @@ def main(argv=None):
 
     out = weights_dir() / "likeunet_dark_light_original.weights.h5"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=out.parent)
-    os.close(fd)
-    ours.save_weights(tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        ours.save_weights(tmp)
     print(f"wrote {out} sha256 {sha256_file(out)}")
+
+    # The training form too (with the release's own BatchNorm statistics): variants start
+    # from it (`init_from` in a training config).
+    train_out = out.with_name("likeunet_dark_light_original.train.weights.h5")
+    with atomic_path(train_out) as tmp:
+        ours_train.save_weights(tmp)
+    print(f"wrote {train_out} sha256 {sha256_file(train_out)}")
+    with atomic_path(out.with_name("SHA256SUMS")) as tmp:
+        tmp.write_text("".join(f"{sha256_file(p)}  {p.name}\n" for p in (out, train_out)))
 
     x = sample_inputs()[1]
     np.savez_compressed(ROOT / "tests/data/original_reference.npz",

@@ -28,9 +28,11 @@ class TrainConfig:
     Attributes:
         model: registered model name; trained in its training form (deploy=False).
         overrides: architecture overrides for the builder.
-        init_from: weights to start from: a `.keras`/`.weights.h5` file or a registered name
-            (its released weights); layers are matched by name and adapted (RGB -> gray
-            first conv, plain conv -> ACNet square branch).
+        init_from: weights to start from: a `.keras` checkpoint, or a training-form
+            `.weights.h5` of `init_from_model`; layers are matched by name and adapted (see
+            `humanmatting.training.transfer`).
+        init_from_model: the registered model (training form) that `init_from` weights
+            belong to (default: `model`).
         data: the training mix; each dataset is split by `val_fraction` (hash of the stem).
         backgrounds: folder of people-free images to composite people onto (or "").
         val_fraction: fraction of each dataset held back for validation.
@@ -57,11 +59,14 @@ class TrainConfig:
         peer_tflite: MediaPipe-style TFLite file to score on the same validation images for
             the model card ("" to skip).
         image_cache_short_side: images are held in memory with at most this short side.
+        threads: TensorFlow intra-op threads (0: TensorFlow's default, all cores); set it
+            when several runs share a machine.
     """
 
     model: str = "likeunet_night"
     overrides: dict = dataclasses.field(default_factory=dict)
     init_from: str = ""
+    init_from_model: str = ""
     data: list = dataclasses.field(default_factory=list)
     backgrounds: str = ""
     val_fraction: float = 0.1
@@ -89,6 +94,7 @@ class TrainConfig:
     export_dir: str = "models"
     peer_tflite: str = ""
     image_cache_short_side: int = 384
+    threads: int = 0
 
     def __post_init__(self):
         self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]

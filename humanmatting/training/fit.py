@@ -29,7 +29,7 @@ from humanmatting.fusion import fuse
 from humanmatting.io import atomic_path
 from humanmatting.losses import MattingLoss
 from humanmatting.metrics import AlphaMAE, PersonIoU
-from humanmatting.registry import create_model, get_preset, resolve_weights
+from humanmatting.registry import create_model, get_preset
 from humanmatting.training.config import TrainConfig
 from humanmatting.training.transfer import transfer_weights
 
@@ -190,19 +190,18 @@ def _initial_model(config, run_dir, resume, log):
         return model, state
     model = create_model(config.model, weights=None, deploy=False, **config.overrides)
     if config.init_from:
-        source = config.init_from
-        if Path(source).suffix == ".keras":
+        source = Path(config.init_from)
+        if not source.is_file():
+            raise FileNotFoundError(f"init_from: {source}: no such file")
+        if source.suffix == ".keras":
             src_model = keras.models.load_model(source, compile=False)
-        elif Path(source).exists():
-            preset_model = create_model(config.model, weights=None, deploy=False,
-                                        **config.overrides)
-            preset_model.load_weights(source)
-            src_model = preset_model
+            src_name = config.init_from_model or config.model
         else:
-            preset = get_preset(source)
-            src_model = create_model(source, weights=resolve_weights(preset, "default"))
-        copied = transfer_weights(src_model, model)
-        log(f"initialised {len(copied)} layers from {source}")
+            src_name = config.init_from_model or config.model
+            src_model = create_model(src_name, weights=source, deploy=False)
+        ratio = get_preset(src_name).input.scale / get_preset(config.model).input.scale
+        copied = transfer_weights(src_model, model, input_scale=ratio)
+        log(f"initialised {len(copied)} layers from {source} ({src_name})")
     return model, {"epoch": 0}
 
 
@@ -234,6 +233,9 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
             with atomic_path(run_dir / "command.txt") as tmp:
                 tmp.write_text(command + "\n")
 
+    if config.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(config.threads)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()

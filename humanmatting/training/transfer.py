@@ -1,60 +1,122 @@
-"""Initialise one model from another's weights, layer by layer, by name."""
+"""Initialise one model from another's weights, layer by layer, by name.
+
+Used to start a variant from a trained relative: the RGB Night from the grayscale Dark-Light
+release, the ACNet Dark-Light from a plain Dark, and so on. Each adaptation keeps the layer's
+function where the maths allows it:
+
+- input convention: the layer that reads the image gets its kernel rescaled by
+  src_scale / dst_scale (raw 0-255 vs [0, 1] input) and its input channels mapped (gray -> RGB:
+  the gray kernel times the BT.601 luma weights, since gray = 0.299 R + 0.587 G + 0.114 B;
+  RGB -> gray: the kernels summed, since a gray image is R = G = B);
+- ACNet (norm="sum") <-> plain ConvBN: the 1xk and kx1 kernels are added into the kxk kernel
+  (or start at zero the other way round); a bias before BatchNorm that the target lacks is
+  moved into the BatchNorm's moving mean (BN(x + b) with mean m equals BN(x) with mean m - b).
+"""
 
 import numpy as np
 
 from humanmatting.layers import ACBlock, ConvBN
+from humanmatting.layers.acnet import pad_to_square
+
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def _adapt_kernel(kernel, shape):
-    """Fits a conv kernel to another input width: RGB -> gray sums the input channels (a gray
-    image fed as R = G = B gives the same response)."""
-    if kernel.shape == tuple(shape):
+def _adapt_input(kernel, in_channels, scale):
+    kernel = kernel * scale
+    have = kernel.shape[2]
+    if have == in_channels:
         return kernel
-    if kernel.shape[:2] == tuple(shape[:2]) and kernel.shape[3] == shape[3] and shape[2] == 1:
+    if have == 1 and in_channels == 3:
+        return kernel * LUMA.reshape(1, 1, 3, 1)
+    if have == 3 and in_channels == 1:
         return kernel.sum(axis=2, keepdims=True)
     return None
 
 
-def transfer_weights(src, dst):
+def _square_kernel_and_bias(layer):
+    """(kxk kernel, bias or None, BN weights) of a training-form ConvBN or sum-form ACBlock."""
+    if isinstance(layer, ConvBN):
+        bias = layer.conv.bias.numpy() if layer.conv_bias else None
+        return layer.conv.kernel.numpy(), bias, layer.bn.get_weights()
+    k = layer.kernel_size
+    kernel = sum(pad_to_square(c.kernel.numpy(), k) for c in (layer.square, layer.hor,
+                                                              layer.ver))
+    bias = (sum(c.bias.numpy() for c in (layer.square, layer.hor, layer.ver))
+            if layer.conv_bias else None)
+    return kernel, bias, layer.bn.get_weights()
+
+
+def _fold_bias_into_bn(bias, bn_weights):
+    gamma, beta, mean, var = bn_weights
+    return [gamma, beta, mean - bias, var] if bias is not None else bn_weights
+
+
+def _transfer_block(src, dst, scale, is_input):
+    """Copies a training-form conv block into another form; False when they do not fit."""
+    transposed = [isinstance(x, ConvBN) and x.transpose for x in (src, dst)]
+    if transposed[0] != transposed[1]:
+        return False
+    kernel, bias, bn = _square_kernel_and_bias(src)
+    if is_input:
+        kernel = _adapt_input(kernel, (dst.conv if isinstance(dst, ConvBN)
+                                       else dst.square).kernel.shape[2], scale)
+        if kernel is None:
+            return False
+    if isinstance(dst, ACBlock) and isinstance(src, ACBlock) and not is_input:
+        branches = [(d, s.kernel.numpy(), s.bias.numpy() if src.conv_bias else None)
+                    for d, s in zip((dst.square, dst.hor, dst.ver),
+                                    (src.square, src.hor, src.ver))]
+    elif isinstance(dst, ACBlock):
+        branches = [(dst.square, kernel, bias)] + [
+            (b, np.zeros(b.kernel.shape, np.float32), None) for b in (dst.hor, dst.ver)]
+    else:
+        branches = [(dst.conv, kernel, bias)]
+    if any(k.shape != tuple(layer.kernel.shape) for layer, k, _ in branches):
+        return False
+    channels = len(bn[0])
+    moved = None
+    for layer, k, b in branches:
+        if dst.conv_bias:
+            layer.set_weights([k, b if b is not None else np.zeros(channels, np.float32)])
+        else:
+            layer.set_weights([k])
+            if b is not None:
+                moved = b if moved is None else moved + b
+    dst.bn.set_weights(_fold_bias_into_bn(moved, bn))
+    return True
+
+
+def transfer_weights(src, dst, *, input_scale=1.0):
     """Copies weights from `src` into `dst` for every layer name they share.
 
-    - same layer type and shapes: copied as is;
-    - a plain first conv on RGB into one on gray: input channels summed;
-    - a training-form `ConvBN` into a training-form `ACBlock` (norm="sum", no conv bias): the
-      conv becomes the square branch, the 1xk and kx1 branches start at zero, the BatchNorm is
-      copied, so the ACBlock starts as the same function.
+    Both models in training form (deploy=False) for the conv blocks; plain layers are copied
+    whenever shapes agree. `input_scale` = src input scale / dst input scale.
 
     Returns:
         Names of the layers that received weights.
     """
     src_layers = {layer.name: layer for layer in src.layers}
+    inputs = {id(t) for t in dst.inputs}
     copied = []
     for layer in dst.layers:
         other = src_layers.get(layer.name)
         if other is None or not layer.weights:
             continue
-        if isinstance(layer, ACBlock) and isinstance(other, ConvBN) and not layer.deploy \
-                and not other.deploy and layer.norm == "sum" and not layer.conv_bias \
-                and not other.transpose:
-            kernel = _adapt_kernel(other.conv.kernel.numpy(), layer.square.kernel.shape)
-            if kernel is None:
-                continue
-            layer.square.set_weights([kernel])
-            layer.hor.set_weights([np.zeros(layer.hor.kernel.shape, "float32")])
-            layer.ver.set_weights([np.zeros(layer.ver.kernel.shape, "float32")])
-            layer.bn.set_weights(other.bn.get_weights())
-            copied.append(layer.name)
+        is_input = id(layer.input) in inputs
+        blocks = (ACBlock, ConvBN)
+        if isinstance(layer, blocks) and isinstance(other, blocks):
+            sum_forms = all(not isinstance(x, ACBlock) or x.norm == "sum"
+                            for x in (layer, other))
+            if not layer.deploy and not other.deploy and sum_forms and \
+                    _transfer_block(other, layer, input_scale, is_input):
+                copied.append(layer.name)
             continue
         if type(layer) is not type(other) or len(layer.weights) != len(other.weights):
             continue
-        new = []
-        for mine, theirs in zip(layer.get_weights(), other.get_weights()):
-            fitted = theirs if mine.shape == theirs.shape else (
-                _adapt_kernel(theirs, mine.shape) if theirs.ndim == 4 else None)
-            if fitted is None:
-                break
-            new.append(fitted)
-        else:
+        new = [w.numpy() for w in other.weights]
+        if is_input and new[0].ndim == 4:
+            new[0] = _adapt_input(new[0], layer.weights[0].shape[2], input_scale)
+        if all(n is not None and n.shape == tuple(m.shape) for n, m in zip(new, layer.weights)):
             layer.set_weights(new)
             copied.append(layer.name)
     return copied
