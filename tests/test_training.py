@@ -162,3 +162,29 @@ def test_transfer_from_the_original_training_form_keeps_the_function(src_name, d
         x = raw_gray * get_preset(dst_name).input.scale
     np.testing.assert_allclose(np.asarray(dst(x, training=False)),
                                np.asarray(src(raw_gray, training=False)), atol=2e-5)
+
+
+def test_run_state_keeps_best_and_stops_early(tmp_path):
+    from humanmatting.training.fit import RunState
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    state = RunState(tmp_path, "val_iou", patience=2)
+    state.set_model(model)
+    for epoch, value in enumerate([0.5, 0.6, 0.55, 0.58]):
+        state.on_epoch_begin(epoch)
+        state.on_epoch_end(epoch, {"val_iou": value, "loss": 1.0 - value})
+        if model.stop_training:
+            break
+    assert epoch == 3 and model.stop_training
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert (saved["epoch"], saved["best_epoch"], saved["wait"]) == (4, 1, 2)
+    assert saved["best"] == pytest.approx(0.6)
+    assert (tmp_path / "best.weights.h5").is_file()
+    assert (tmp_path / "checkpoint.keras").is_file()
+    rows = (tmp_path / "history.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("epoch")
+    # A resumed RunState takes over the same counters.
+    again = RunState(tmp_path, "val_iou", patience=2, state=saved)
+    assert (again.best, again.wait) == (pytest.approx(0.6), 2)
