@@ -56,6 +56,16 @@ def user_error(message):
     return 1
 
 
+def report_failures(failed, what):
+    """Lists (path, reason) failures on stderr after a batch command; returns its exit code."""
+    if not failed:
+        return 0
+    print(f"{len(failed)} {what} failed:", file=sys.stderr)
+    for path, reason in failed:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    return 1
+
+
 class Progress:
     """A one-line progress bar on stderr: redrawn in place on a terminal, else printed at 10 %
     steps, so logs stay readable."""

@@ -6,7 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from humanmatting.cli.common import Progress, import_tensorflow, quiet_logs, user_error
+from humanmatting.cli.common import (Progress, import_tensorflow, quiet_logs, report_failures,
+                                     user_error)
 
 FORMATS = ("alpha", "rgba", "composite")
 
@@ -113,12 +114,7 @@ def cmd_predict(args):
             failed.append((path, str(err).removeprefix(f"{path}: ")))
         bar.update(i, path.name)
     print(f"wrote {written} file(s) to {output}")
-    if failed:
-        print(f"{len(failed)} input(s) failed:", file=sys.stderr)
-        for path, reason in failed:
-            print(f"  {path}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(failed, "input(s)")
 
 
 def _add_train(sub):
@@ -207,12 +203,7 @@ def cmd_eval(args):
             cells = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             print(f"{model_name}: {cells}  latency {result['latency_ms'][model_name]:.1f} ms "
                   f"({result['count']} images)")
-    if result["failed"]:
-        print(f"{len(result['failed'])} pair(s) failed:", file=sys.stderr)
-        for path, reason in result["failed"]:
-            print(f"  {path}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(result["failed"], "pair(s)")
 
 
 def _add_refine(sub):
@@ -249,12 +240,7 @@ def cmd_refine(args):
         return user_error(str(err))
     print(f"{report['done']} alpha(s) written, {report['skipped']} already there, to "
           f"{args.out} (pseudo ground truth)")
-    if report["failed"]:
-        print(f"{len(report['failed'])} pair(s) failed:", file=sys.stderr)
-        for path, reason in report["failed"]:
-            print(f"  {path}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return report_failures(report["failed"], "pair(s)")
 
 
 def build_parser():

@@ -4,6 +4,8 @@ import dataclasses
 import typing
 from pathlib import Path
 
+from humanmatting.registry import SIZES_256
+
 
 @dataclasses.dataclass
 class DataSource:
@@ -70,9 +72,7 @@ class TrainConfig:
     data: list = dataclasses.field(default_factory=list)
     backgrounds: str = ""
     val_fraction: float = 0.1
-    sizes: list = dataclasses.field(default_factory=lambda: [
-        [256, 512], [256, 448], [256, 384], [256, 320], [256, 256], [320, 256], [384, 256],
-        [448, 256], [512, 256]])
+    sizes: list = dataclasses.field(default_factory=lambda: [list(s) for s in SIZES_256])
     batch_size: int = 8
     epochs: int = 20
     steps_per_epoch: int = 0
