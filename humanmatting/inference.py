@@ -10,7 +10,7 @@ from humanmatting.fusion import fuse, is_deploy
 from humanmatting.io import as_rgb, load_rgb
 from humanmatting.registry import DEFAULT_MODEL, InputSpec, create_model, get_preset
 
-BACKENDS = ("keras",)
+BACKENDS = ("keras", "onnx", "tflite")
 
 
 def choose_size(height, width, sizes):
@@ -38,10 +38,11 @@ class KerasBackend:
     and reused for every frame and size (an eager call per frame is about 5x slower).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, output="softmax2"):
         import tensorflow as tf
 
         self.model = model
+        self.output = output
         channels = model.input_shape[-1]
         self._fn = tf.function(
             lambda x: model(x, training=False),
@@ -52,7 +53,32 @@ class KerasBackend:
         return self._fn.experimental_get_tracing_count()
 
     def __call__(self, batch):
-        return self._fn(batch)
+        """(B, h, w, C) float32 -> (B, h, w) person probability."""
+        return _person_channel(self._fn(batch), self.output)
+
+
+class ExportedBackend:
+    """Runs the model exported to ONNX (onnxruntime) or TFLite (the TFLite interpreter).
+
+    The Keras model is exported once into a temporary folder (or `path` names an exported
+    file to use); pre- and post-processing stay in `Matter`, so the alphas equal the Keras
+    backend's up to the runtime's float rounding.
+    """
+
+    def __init__(self, model, fmt, path=None, threads=None):
+        import tempfile
+
+        from humanmatting.export import export, load_runner
+
+        if path is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="humanmatting-")
+            path = f"{self._tmp.name}/model.{fmt}"
+            export(model, fmt, path)
+        self.path = str(path)
+        self._run = load_runner(path, fmt, threads=threads)
+
+    def __call__(self, batch):
+        return self._run(np.ascontiguousarray(batch, np.float32))
 
 
 def _person_channel(output, kind):
@@ -79,13 +105,16 @@ class Matter:
     Args:
         model: a registered name (default `DEFAULT_MODEL`) or a keras.Model (training-form
             models are fused first).
-        backend: "keras" (a compiled tf.function).
+        backend: "keras" (a compiled tf.function), "onnx" (onnxruntime) or "tflite" (the
+            TFLite interpreter); the last two export the model first.
         weights: for a registered name: "default", None or a path (see `create_model`).
         input_spec: the input convention of a keras.Model passed directly (default: its input
             channels, values scaled to [0, 1], the standard size table).
         sizes: (H, W) sizes to run at instead of the preset's table; each image runs at the
             one nearest its aspect ratio. Multiples of the input divisor (32).
         output: "softmax2" or "sigmoid", for a keras.Model passed directly.
+        exported: with backend onnx/tflite, an already exported file to run instead.
+        threads: with backend onnx/tflite, the runtime's thread count.
 
     Example:
         >>> matter = Matter("likeunet_dark_light_original")
@@ -94,7 +123,7 @@ class Matter:
     """
 
     def __init__(self, model=None, *, backend="keras", weights="default", input_spec=None,
-                 sizes=None, output="softmax2"):
+                 sizes=None, output="softmax2", exported=None, threads=None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
         model = DEFAULT_MODEL if model is None else model
@@ -115,7 +144,10 @@ class Matter:
         self.sizes = check_sizes(sizes or self.input_spec.sizes, self.input_spec.divisor)
         self.model = keras_model
         self.backend = backend
-        self._run = KerasBackend(keras_model)
+        if backend == "keras":
+            self._run = KerasBackend(keras_model, self.output)
+        else:
+            self._run = ExportedBackend(keras_model, backend, path=exported, threads=threads)
 
     def preprocess(self, image):
         """(H, W, 3) uint8 RGB -> (1, h, w, C) float32 model input at the chosen size."""
@@ -144,7 +176,7 @@ class Matter:
         """
         image = load_rgb(image)
         height, width = image.shape[:2]
-        alpha = _person_channel(self._run(self.preprocess(image)), self.output)[0]
+        alpha = np.asarray(self._run(self.preprocess(image)))[0]
         alpha = cv2.resize(alpha.astype(np.float32), (width, height),
                            interpolation=cv2.INTER_LINEAR)
         return np.clip(alpha, 0.0, 1.0)

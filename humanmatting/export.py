@@ -1,0 +1,206 @@
+"""Export to SavedModel, ONNX and TFLite, and check the exported file against Keras.
+
+- SavedModel: Keras 3 `model.export(format="tf_saved_model")`, a `serve` endpoint with batch,
+  height and width dynamic.
+- ONNX: `model.export(format="onnx")` (tf2onnx), height and width dynamic.
+- TFLite: converted from the SavedModel; the input is resizable (shape signature
+  [-1, -1, -1, C]); `quantize="fp16"` stores float16 weights, `quantize="int8"` quantizes
+  weights and activations with a representative set (your images, else generated ones).
+
+A model in training form is fused first; multi-output models export their "fused" output.
+
+Example:
+    >>> export("likeunet_night", "onnx", "night.onnx", check=True)
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from humanmatting.fusion import fuse, is_deploy
+from humanmatting.io import atomic_path
+from humanmatting.registry import create_model, get_preset
+
+FORMATS = ("saved_model", "onnx", "tflite")
+QUANTIZATIONS = (None, "fp16", "int8")
+
+
+def deployable(model):
+    """A registered name or a keras.Model -> (deploy-form single-output model, name)."""
+    if isinstance(model, str):
+        name = model
+        model = create_model(model)
+    else:
+        name = model.name
+    if not is_deploy(model):
+        model = fuse(model)
+    if isinstance(model.output, dict):
+        model = keras.Model(model.inputs, model.output["fused"], name=model.name)
+    # Keras' ONNX export needs a model that has been called once.
+    model(np.zeros((1, 64, 64, model.input_shape[-1]), np.float32))
+    return model, name
+
+
+def _write_saved_model(model, path):
+    model.export(str(path), format="tf_saved_model", verbose=False)
+
+
+def _representative(images, channels, scale, size=(256, 256), count=16):
+    """Calibration inputs: user images resized to `size`, else smooth random images."""
+    import cv2
+
+    from humanmatting.io import load_rgb
+
+    out = []
+    for image in list(images or [])[:count]:
+        rgb = cv2.resize(load_rgb(image), size[::-1], interpolation=cv2.INTER_AREA)
+        out.append(rgb)
+    rng = np.random.default_rng(0)
+    while len(out) < count:
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        out.append(cv2.resize(small, size[::-1], interpolation=cv2.INTER_CUBIC))
+    for rgb in out:
+        x = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None] if channels == 1 else rgb
+        yield [(x.astype(np.float32) * np.float32(scale))[None]]
+
+
+def _write_tflite(model, path, quantize, representative, input_spec):
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_saved_model(model, Path(tmp) / "sm")
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "sm"))
+        if quantize == "fp16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: _representative(
+                representative, input_spec.channels, input_spec.scale)
+        data = converter.convert()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def export(model, fmt, output, *, quantize=None, representative=None, check=False,
+           input_spec=None):
+    """Exports a model.
+
+    Args:
+        model: registered name or keras.Model.
+        fmt: "saved_model", "onnx" or "tflite".
+        output: destination (a folder for saved_model, a file otherwise).
+        quantize: None, "fp16" or "int8" (TFLite only).
+        representative: images (paths or arrays) to calibrate int8 with.
+        check: run the exported file with its own runtime and compare with Keras.
+        input_spec: input convention when `model` is a keras.Model (default: from the
+            registry by name, else RGB [0, 1]).
+
+    Returns:
+        dict: path, format, quantize, and with check the comparison (max |diff| of the person
+        probability and IoU of the thresholded alphas on a non-square input).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of fp16, int8, got {quantize!r}")
+    if quantize and fmt != "tflite":
+        raise ValueError("quantize applies to the tflite format only")
+    keras_model, name = deployable(model)
+    if input_spec is None:
+        try:
+            input_spec = get_preset(name).input
+        except ValueError:
+            from humanmatting.registry import InputSpec
+
+            input_spec = InputSpec(channels=keras_model.input_shape[-1])
+    output = Path(output)
+    if fmt == "saved_model":
+        if output.exists():
+            raise FileExistsError(f"{output} exists; remove it or choose another path")
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=output.parent if str(output.parent)
+                                    else "."))
+        try:
+            _write_saved_model(keras_model, tmp / "model")
+            os.replace(tmp / "model", output)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    elif fmt == "onnx":
+        with atomic_path(output) as tmp:
+            keras_model.export(str(tmp), format="onnx", verbose=False)
+    else:
+        _write_tflite(keras_model, output, quantize, representative, input_spec)
+    result = {"path": str(output), "format": fmt, "quantize": quantize}
+    if check:
+        result["check"] = compare_with_keras(keras_model, output, fmt, input_spec)
+    return result
+
+
+def load_runner(path, fmt, threads=None):
+    """A callable running an exported model on (1, H, W, C) float32 -> person probability."""
+    if fmt == "saved_model":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(path)).signatures["serve"]
+        return lambda x: _person(list(serve(tf.constant(x)).values())[0].numpy())
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+        return lambda x: _person(session.run(None, {input_name: x})[0])
+    if fmt == "tflite":
+        return _TFLiteRunner(path, threads)
+    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+
+
+class _TFLiteRunner:
+    """Runs a TFLite file at any input size (the input tensor is resized when it changes)."""
+
+    def __init__(self, path, threads=None):
+        import tensorflow as tf
+
+        self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.shape = None
+
+    def __call__(self, x):
+        if self.shape != x.shape:
+            self.interpreter.resize_tensor_input(self.input["index"], x.shape)
+            self.interpreter.allocate_tensors()
+            self.shape = x.shape
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+        return _person(self.interpreter.get_tensor(self.output["index"]))
+
+
+def _person(output):
+    output = np.asarray(output, np.float32)
+    return output[..., 1] if output.shape[-1] == 2 else output[..., 0]
+
+
+def compare_with_keras(model, path, fmt, input_spec, size=(96, 160)):
+    """Max |diff| of person probabilities and IoU of thresholded alphas, on a non-square
+    input made of smooth random structure."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    rgb = cv2.resize(small, size[::-1], interpolation=cv2.INTER_CUBIC)
+    x = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None] if input_spec.channels == 1 else rgb
+    x = (x.astype(np.float32) * np.float32(input_spec.scale))[None]
+    ref = _person(model(x, training=False))
+    got = load_runner(path, fmt)(x)
+    p, g = got >= 0.5, ref >= 0.5
+    union = np.logical_or(p, g).sum()
+    return {"max_abs_diff": float(np.abs(got - ref).max()),
+            "iou_thresholded": 1.0 if union == 0 else float(np.logical_and(p, g).sum() / union),
+            "input_shape": list(x.shape)}

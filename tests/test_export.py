@@ -1,0 +1,59 @@
+"""Export to SavedModel, ONNX and TFLite agrees with Keras; Matter's onnx/tflite backends."""
+
+import numpy as np
+import pytest
+
+import humanmatting
+from conftest import make_person_image, randomize_batchnorm
+from humanmatting.export import export
+from humanmatting.inference import Matter
+
+TINY = {"filters": [4, 8, 8, 8, 8], "bottleneck_filters": 8, "edge_filters": 4}
+
+
+@pytest.fixture(scope="module")
+def tiny_acnet():
+    """A small Night-Lite in training form with random BatchNorm statistics."""
+    model = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False, **TINY)
+    randomize_batchnorm(model, seed=11)
+    return model
+
+
+@pytest.mark.parametrize("fmt", ["saved_model", "onnx", "tflite"])
+def test_fp32_export_matches_keras_on_non_square_input(tmp_path, tiny_acnet, fmt):
+    out = tmp_path / ("model" if fmt == "saved_model" else f"model.{fmt}")
+    result = export(tiny_acnet, fmt, out, check=True)   # training form: fused first
+    assert result["check"]["max_abs_diff"] < 1e-4
+    assert result["check"]["input_shape"][1] != result["check"]["input_shape"][2]
+    assert out.exists()
+
+
+@pytest.mark.parametrize("quantize", ["fp16", "int8"])
+def test_quantized_tflite_reports_agreement(tmp_path, tiny_acnet, quantize):
+    images = [make_person_image(120, 90, seed=i) for i in range(4)]
+    result = export(tiny_acnet, "tflite", tmp_path / "q.tflite", quantize=quantize,
+                    representative=images, check=True)
+    assert 0.0 <= result["check"]["iou_thresholded"] <= 1.0
+    assert result["check"]["max_abs_diff"] < (0.01 if quantize == "fp16" else 0.5)
+    fp32 = export(tiny_acnet, "tflite", tmp_path / "f.tflite")
+    assert (tmp_path / "q.tflite").stat().st_size < (tmp_path / "f.tflite").stat().st_size
+    assert fp32["quantize"] is None
+
+
+def test_export_errors(tmp_path, tiny_acnet):
+    with pytest.raises(ValueError, match="format must be one of"):
+        export(tiny_acnet, "coreml", tmp_path / "x")
+    with pytest.raises(ValueError, match="tflite format only"):
+        export(tiny_acnet, "onnx", tmp_path / "x.onnx", quantize="int8")
+    (tmp_path / "sm").mkdir()
+    with pytest.raises(FileExistsError, match="sm exists"):
+        export(tiny_acnet, "saved_model", tmp_path / "sm")
+
+
+@pytest.mark.parametrize("backend", ["onnx", "tflite"])
+def test_matter_backends_give_the_keras_alphas(backend):
+    image = make_person_image(150, 110)
+    ref = Matter("likeunet_dark_light_original").predict(image)
+    got = Matter("likeunet_dark_light_original", backend=backend).predict(image)
+    assert got.shape == ref.shape == (150, 110)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
