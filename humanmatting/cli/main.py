@@ -243,6 +243,75 @@ def cmd_refine(args):
     return report_failures(report["failed"], "pair(s)")
 
 
+def _add_export(sub):
+    p = sub.add_parser("export", help="export to SavedModel, ONNX or TFLite",
+                       description="Exports a model (fused) with dynamic height and width.")
+    p.add_argument("--model", required=True, help="registered model")
+    p.add_argument("--format", required=True, choices=("saved_model", "onnx", "tflite"))
+    p.add_argument("--output", "-o", required=True, help="folder (saved_model) or file")
+    p.add_argument("--quantize", choices=("fp16", "int8"), default=None, help="TFLite only")
+    p.add_argument("--representative", nargs="*", default=None,
+                   help="images to calibrate int8 with (default: generated images)")
+    p.add_argument("--check", action="store_true",
+                   help="run the exported file with its own runtime and compare with Keras")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args):
+    import_tensorflow()
+    from humanmatting.export import export
+
+    try:
+        result = export(args.model, args.format, args.output, quantize=args.quantize,
+                        representative=args.representative, check=args.check)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        return user_error(str(err))
+    print(f"wrote {result['path']}")
+    if "check" in result:
+        check = result["check"]
+        print(f"check on {check['input_shape']}: max |diff| {check['max_abs_diff']:.2e}, "
+              f"IoU of thresholded alphas {check['iou_thresholded']:.4f}")
+        if result["quantize"] is None and check["max_abs_diff"] >= 1e-4:
+            return user_error("exported model disagrees with Keras (max |diff| >= 1e-4)")
+    return 0
+
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="latency of a model (and a peer) on this machine")
+    p.add_argument("--model", default=None, help="registered model")
+    p.add_argument("--size", default="256x256", help="HxW, multiples of 32")
+    p.add_argument("--backend", choices=("keras", "onnx", "tflite"), default="keras")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--peer-tflite", default=None, help="e.g. MediaPipe selfie_segmentation")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args):
+    from humanmatting.bench import parse_size
+
+    try:
+        size = parse_size(args.size)
+    except ValueError as err:
+        return user_error(str(err))
+    import_tensorflow()
+    from humanmatting.bench import bench
+    from humanmatting.registry import DEFAULT_MODEL
+
+    try:
+        rows = bench(args.model or DEFAULT_MODEL, size, args.backend, threads=args.threads,
+                     runs=args.runs, peer_tflite=args.peer_tflite)
+    except (ValueError, FileNotFoundError) as err:
+        return user_error(str(err))
+    print(f"{'model':60s} {'median ms':>10s} {'p90 ms':>8s} {'FPS':>7s}")
+    for label, r in rows.items():
+        print(f"{label:60s} {r['median_ms']:10.2f} {r['p90_ms']:8.2f} {r['fps']:7.1f}")
+    if len(rows) == 2:
+        ours, peer = (r["median_ms"] for r in rows.values())
+        print(f"latency ratio (ours / peer): {ours / peer:.2f}x")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="humanmatting", description="Human (portrait) matting model zoo.")
@@ -252,6 +321,8 @@ def build_parser():
     _add_train(sub)
     _add_eval(sub)
     _add_refine(sub)
+    _add_export(sub)
+    _add_bench(sub)
     return parser
 
 
