@@ -46,8 +46,8 @@ def test_duplicate_registration_is_refused():
 def test_default_weights_missing_warns_and_builds():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = humanmatting.create_model("likeunet_night")
-    assert model.name == "likeunet_night"
+        model = humanmatting.create_model("likeunet_night_lite")   # no weights released yet
+    assert model.name == "likeunet_night_lite"
     assert any("no released weights" in str(w.message) for w in caught)
 
 

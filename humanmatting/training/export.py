@@ -99,8 +99,9 @@ def export_release(config, *, log=print, run_dir=None):
 
 def write_card(config, run_dir, state, path, digest, model, results, names):
     command_file = run_dir / "command.txt"
-    command = command_file.read_text().strip() if command_file.exists() else (
-        f"humanmatting train --config {run_dir / 'config.yaml'}")
+    commands = command_file.read_text().split("\n") if command_file.exists() else [
+        f"humanmatting train --config {run_dir / 'config.yaml'}"]
+    command = "`, then `".join(c for c in commands if c.strip())
     preset = get_preset(config.model)
     spec = preset.input
     data_lines = "\n".join(

@@ -232,6 +232,11 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
         if command:
             with atomic_path(run_dir / "command.txt") as tmp:
                 tmp.write_text(command + "\n")
+    elif command:  # a resumed run: the card lists every command that trained it
+        previous = (run_dir / "command.txt").read_text() if (
+            run_dir / "command.txt").exists() else ""
+        with atomic_path(run_dir / "command.txt") as tmp:
+            tmp.write_text(previous + command + "\n")
 
     if config.threads:
         tf.config.threading.set_intra_op_parallelism_threads(config.threads)
