@@ -90,7 +90,8 @@ GRAY = InputSpec(channels=1)
 RGB = InputSpec(channels=3)
 
 
-@register_model(input=RGB, description="LikeUnet Night: RGB input")
+@register_model(input=RGB, weights="likeunet_night.weights.h5",
+                description="LikeUnet Night: RGB input")
 def likeunet_night(**kwargs):
     return likeunet(**{"input_channels": 3, "name": "likeunet_night", **kwargs})
 

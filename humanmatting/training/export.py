@@ -109,7 +109,7 @@ def write_card(config, run_dir, state, path, digest, model, results, names):
     hours = state.get("train_seconds", 0) / 3600
     card = f"""# Model card: `{config.model}`
 
-{preset.description}. Trained here, on CPU, from scratch{' (initialised from `' + config.init_from + '`)' if config.init_from else ''}.
+{preset.description}. Trained here, on CPU, {'fine-tuned from `' + config.init_from + '`' if config.init_from else 'from scratch'}.
 
 - **Weights**: `{path.name}`, deploy form (ACNet branches and BatchNorm folded),
   {model.count_params():,} parameters, {path.stat().st_size / 2**20:.2f} MiB, sha256 `{digest}`.
@@ -137,7 +137,7 @@ def write_card(config, run_dir, state, path, digest, model, results, names):
 
 - **Measured with**: `humanmatting.training.export.export_release` on
   {datetime.date.today().isoformat()}; the same numbers come from
-  `humanmatting eval --data DIR --model {config.model}` on the validation images.
+  `humanmatting eval --data DIR --split val --model {config.model}`.
 - **Limits**: binary training masks, so hair and fine edges are only as soft as the
   upsampling makes them; trained at short side 256.
 """
