@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from humanmatting.fusion import fuse, is_deploy
-from humanmatting.io import as_rgb, load_rgb
+from humanmatting.io import load_rgb
 from humanmatting.registry import DEFAULT_MODEL, InputSpec, create_model, get_preset
 
 BACKENDS = ("keras", "onnx", "tflite")
@@ -214,4 +214,4 @@ class Matter:
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-__all__ = ["Matter", "as_rgb", "choose_size"]
+__all__ = ["Matter", "check_sizes", "choose_size"]

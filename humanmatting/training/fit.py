@@ -158,7 +158,7 @@ class ImageGrid(keras.callbacks.Callback):
             tf.summary.image("input | target | prediction", grid, step=epoch, max_outputs=8)
 
 
-def build_data(config, input_spec, log=print):
+def build_data(config, log=print):
     """Reads and splits the datasets; returns (train store, weights, val store, backgrounds)."""
     train_lists, val_lists, weights = [], [], []
     for source in config.data:
@@ -249,7 +249,7 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
     strategy = make_strategy(config.strategy, config.devices)
     input_spec = get_preset(config.model).input
     sizes = [tuple(s) for s in config.sizes]
-    train_store, weights, val_store, backgrounds = build_data(config, input_spec, log)
+    train_store, weights, val_store, backgrounds = build_data(config, log)
     steps = config.steps_per_epoch or max(1, len(train_store) // config.batch_size)
     try:
         keras.mixed_precision.set_global_policy(precision)
