@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import randomize_batchnorm
-from humanmatting.layers import (ACBlock, BilinearUpsample2x, ConvBN, fold_batchnorm,
-                                 transpose_to_conv_kernel)
+from humanmatting.layers import (ACBlock, BilinearUpsample2x, ConvBN, DepthToSpace2x,
+                                 NearestUpsample2x, fold_batchnorm, transpose_to_conv_kernel)
 from humanmatting.layers.acnet import pad_to_square
 
 
@@ -64,6 +64,46 @@ def test_acblock_fused_equals_unfused(norm, conv_bias):
     assert twin.count_params() < block.count_params()
 
 
+@pytest.mark.parametrize("norm", ["branch", "sum"])
+def test_depthwise_acblock_fused_equals_unfused(norm):
+    x = np.random.default_rng(4).normal(size=(2, 11, 9, 6)).astype("float32")
+    block = ACBlock(6, norm=norm, activation="relu", depthwise=True)
+    y, y_fused, twin = _fuse_block(block, x)
+    np.testing.assert_allclose(y_fused, y, atol=1e-5)
+    assert isinstance(twin.conv, keras.layers.DepthwiseConv2D)
+    assert tuple(twin.conv.kernel.shape) == (3, 3, 6, 1)
+
+
+def test_depthwise_acblock_hand_computed():
+    # One channel, unit BN, all-ones kernels: the fused 3x3 kernel is 1 + cross (3 in the centre).
+    block = ACBlock(1, depthwise=True, norm="sum", epsilon=0.0)
+    x = np.zeros((1, 5, 5, 1), "float32")
+    x[0, 2, 2, 0] = 1.0
+    block(x)
+    for conv in (block.square, block.hor, block.ver):
+        conv.kernel.assign(np.ones(conv.kernel.shape, "float32"))
+    kernel, bias = block.fused_weights()
+    np.testing.assert_allclose(kernel[..., 0, 0], [[1, 2, 1], [2, 3, 2], [1, 2, 1]])
+    np.testing.assert_allclose(bias, [0.0])
+    np.testing.assert_allclose(np.asarray(block(x, training=False))[0, 1:4, 1:4, 0],
+                               [[1, 2, 1], [2, 3, 2], [1, 2, 1]], atol=1e-6)
+
+
+def test_depthwise_acblock_must_keep_channels():
+    with pytest.raises(ValueError, match="keeps the channels"):
+        ACBlock(4, depthwise=True)(np.zeros((1, 8, 8, 3), "float32"))
+
+
+def test_strided_convbn_fuses_and_halves():
+    x = np.random.default_rng(6).normal(size=(1, 16, 10, 3)).astype("float32")
+    block = ConvBN(5, activation="relu", strides=2)
+    y, y_fused, _ = _fuse_block(block, x)
+    assert y.shape == (1, 8, 5, 5)
+    np.testing.assert_allclose(y_fused, y, atol=1e-5)
+    with pytest.raises(ValueError, match="strides"):
+        ConvBN(4, strides=2, transpose=True)
+
+
 @pytest.mark.parametrize("transpose", [False, True])
 def test_convbn_fused_equals_unfused(transpose):
     x = np.random.default_rng(2).normal(size=(1, 8, 14, 3)).astype("float32")
@@ -91,8 +131,24 @@ def test_bilinear_upsample_equals_upsampling2d():
     np.testing.assert_allclose(ours, ref, atol=1e-6)
 
 
+def test_nearest_upsample_equals_upsampling2d():
+    x = np.random.default_rng(8).normal(size=(2, 5, 7, 3)).astype("float32")
+    ours = np.asarray(NearestUpsample2x()(x))
+    np.testing.assert_array_equal(ours, np.asarray(keras.layers.UpSampling2D()(x)))
+
+
+def test_depth_to_space_hand_computed():
+    # One output channel: the four input channels fill each 2x2 block row by row.
+    x = np.arange(8, dtype="float32").reshape(1, 1, 2, 4)
+    y = np.asarray(DepthToSpace2x()(x))
+    assert y.shape == (1, 2, 4, 1)
+    np.testing.assert_array_equal(y[0, ..., 0], [[0, 1, 4, 5], [2, 3, 6, 7]])
+
+
 @pytest.mark.parametrize("layer", [ACBlock(4, activation="relu", norm="sum", conv_bias=True),
-                                   ConvBN(4, transpose=True), BilinearUpsample2x()])
+                                   ACBlock(4, depthwise=True), ConvBN(4, strides=2),
+                                   ConvBN(4, transpose=True), BilinearUpsample2x(),
+                                   NearestUpsample2x(), DepthToSpace2x()])
 def test_layer_config_round_trip(layer):
     config = layer.get_config()
     clone = layer.__class__.from_config(config)

@@ -48,7 +48,7 @@ def test_acnet_variants_use_both_forms():
     dark_light = humanmatting.create_model("likeunet_dark_light", weights=None, deploy=False)
     night_lite = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False)
     assert dark_light.get_layer("enc1_conv").norm == "sum"          # original LikeUnet form
-    assert night_lite.get_layer("enc1_conv").norm == "branch"       # ACNet paper form
+    assert night_lite.get_layer("enc1_dw").norm == "branch"       # ACNet paper form
 
 
 def test_layer_names_are_deterministic():

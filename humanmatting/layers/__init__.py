@@ -2,7 +2,7 @@
 
 from humanmatting.layers.acnet import ACBlock
 from humanmatting.layers.conv import ConvBN, fold_batchnorm, transpose_to_conv_kernel
-from humanmatting.layers.resize import BilinearUpsample2x
+from humanmatting.layers.resize import BilinearUpsample2x, DepthToSpace2x, NearestUpsample2x
 
-__all__ = ["ACBlock", "BilinearUpsample2x", "ConvBN", "fold_batchnorm",
-           "transpose_to_conv_kernel"]
+__all__ = ["ACBlock", "BilinearUpsample2x", "ConvBN", "DepthToSpace2x", "NearestUpsample2x",
+           "fold_batchnorm", "transpose_to_conv_kernel"]

@@ -44,6 +44,8 @@ class ACBlock(keras.layers.Layer):
             BatchNorm after the sum).
         conv_bias: give the branch convolutions biases (only meaningful with norm="sum"; the
             original release has them).
+        depthwise: depthwise branches (one kxk, 1xk and kx1 filter per input channel, as in a
+            depthwise-separable block); `filters` must then equal the input channels.
         deploy: build the fused form, one kxk convolution with bias.
         momentum, epsilon: BatchNorm settings.
 
@@ -56,7 +58,8 @@ class ACBlock(keras.layers.Layer):
     """
 
     def __init__(self, filters, kernel_size=3, *, activation=None, norm="branch",
-                 conv_bias=False, deploy=False, momentum=0.99, epsilon=1e-3, **kwargs):
+                 conv_bias=False, depthwise=False, deploy=False, momentum=0.99, epsilon=1e-3,
+                 **kwargs):
         super().__init__(**kwargs)
         if kernel_size % 2 != 1 or kernel_size < 3:
             raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
@@ -68,20 +71,18 @@ class ACBlock(keras.layers.Layer):
         self._activation = keras.activations.get(activation)
         self.norm = norm
         self.conv_bias = conv_bias
+        self.depthwise = depthwise
         self.deploy = deploy
         self.momentum = momentum
         self.epsilon = epsilon
         k = kernel_size
         if deploy:
-            self.conv = keras.layers.Conv2D(filters, k, padding="same", name="conv")
+            self.conv = self._conv((k, k), True, "conv")
             return
         use_bias = conv_bias and norm == "sum"
-        self.square = keras.layers.Conv2D(filters, (k, k), padding="same", use_bias=use_bias,
-                                          name="square")
-        self.hor = keras.layers.Conv2D(filters, (1, k), padding="same", use_bias=use_bias,
-                                       name="hor")
-        self.ver = keras.layers.Conv2D(filters, (k, 1), padding="same", use_bias=use_bias,
-                                       name="ver")
+        self.square = self._conv((k, k), use_bias, "square")
+        self.hor = self._conv((1, k), use_bias, "hor")
+        self.ver = self._conv((k, 1), use_bias, "ver")
         if norm == "branch":
             self.square_bn = _batchnorm(momentum, epsilon, "square_bn")
             self.hor_bn = _batchnorm(momentum, epsilon, "hor_bn")
@@ -89,10 +90,20 @@ class ACBlock(keras.layers.Layer):
         else:
             self.bn = _batchnorm(momentum, epsilon, "bn")
 
+    def _conv(self, kernel_size, use_bias, name):
+        if self.depthwise:
+            return keras.layers.DepthwiseConv2D(kernel_size, padding="same", use_bias=use_bias,
+                                                name=name)
+        return keras.layers.Conv2D(self.filters, kernel_size, padding="same", use_bias=use_bias,
+                                   name=name)
+
     def _branches(self):
         return (self.square, self.hor, self.ver)
 
     def build(self, input_shape):
+        if self.depthwise and input_shape[-1] != self.filters:
+            raise ValueError(f"{self.name}: a depthwise ACBlock keeps the channels: input has "
+                             f"{input_shape[-1]}, filters={self.filters}")
         out_shape = tuple(input_shape[:-1]) + (self.filters,)
         if self.deploy:
             self.conv.build(input_shape)
@@ -118,14 +129,17 @@ class ACBlock(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.filters,)
 
     def fused_weights(self):
-        """Returns the deploy-form (kernel, bias): (k, k, C_in, filters), (filters,)."""
+        """Returns the deploy-form (kernel, bias): (k, k, C_in, filters) or, depthwise,
+        (k, k, C, 1); and (filters,)."""
         if self.deploy:
             return self.conv.kernel.numpy(), self.conv.bias.numpy()
         k = self.kernel_size
+        out_axis = 2 if self.depthwise else -1
         if self.norm == "branch":
             kernel, bias = 0.0, 0.0
             for conv, bn in zip(self._branches(), (self.square_bn, self.hor_bn, self.ver_bn)):
-                kb, bb = fold_batchnorm(conv.kernel.numpy(), None, *_bn_weights(bn))
+                kb, bb = fold_batchnorm(conv.kernel.numpy(), None, *_bn_weights(bn),
+                                        out_axis=out_axis)
                 kernel = kernel + pad_to_square(kb, k)
                 bias = bias + bb
             return kernel, bias
@@ -133,11 +147,11 @@ class ACBlock(keras.layers.Layer):
                      for conv in self._branches())
         bias = (sum(conv.bias.numpy().astype(np.float64) for conv in self._branches())
                 if self.conv_bias else None)
-        return fold_batchnorm(kernel, bias, *_bn_weights(self.bn))
+        return fold_batchnorm(kernel, bias, *_bn_weights(self.bn), out_axis=out_axis)
 
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, kernel_size=self.kernel_size,
                       activation=self.activation, norm=self.norm, conv_bias=self.conv_bias,
-                      deploy=self.deploy, momentum=self.momentum, epsilon=self.epsilon)
+                      depthwise=self.depthwise, deploy=self.deploy, momentum=self.momentum, epsilon=self.epsilon)
         return config

@@ -72,6 +72,7 @@ class ConvBN(keras.layers.Layer):
         filters: output channels.
         kernel_size: odd square kernel size.
         activation: activation applied last (name or None).
+        strides: convolution stride (1 or 2; a transposed block has stride 1).
         transpose: use a stride-1 transposed convolution in training form.
         conv_bias: give the training-form convolution a bias (the original release has one).
         deploy: build the fused form (one convolution with bias).
@@ -83,11 +84,14 @@ class ConvBN(keras.layers.Layer):
         >>> y = ConvBN(16, activation="relu")(keras.ops.ones((1, 32, 32, 3)))
     """
 
-    def __init__(self, filters, kernel_size=3, *, activation=None, transpose=False,
+    def __init__(self, filters, kernel_size=3, *, activation=None, strides=1, transpose=False,
                  conv_bias=False, deploy=False, momentum=0.99, epsilon=1e-3, **kwargs):
         super().__init__(**kwargs)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if strides not in (1, 2) or (transpose and strides != 1):
+            raise ValueError(f"strides must be 1 or 2 (1 when transposed), got {strides}")
+        self.strides = strides
         self.filters = filters
         self.kernel_size = kernel_size
         self.activation = activation
@@ -98,18 +102,19 @@ class ConvBN(keras.layers.Layer):
         self.momentum = momentum
         self.epsilon = epsilon
         if deploy:
-            self.conv = keras.layers.Conv2D(filters, kernel_size, padding="same", name="conv")
+            self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides,
+                                            padding="same", name="conv")
             self.bn = None
         else:
             conv_cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
-            self.conv = conv_cls(filters, kernel_size, padding="same", use_bias=conv_bias,
-                                 name="conv")
+            self.conv = conv_cls(filters, kernel_size, strides=strides, padding="same",
+                                 use_bias=conv_bias, name="conv")
             self.bn = _batchnorm(momentum, epsilon, "bn")
 
     def build(self, input_shape):
         self.conv.build(input_shape)
         if self.bn is not None:
-            self.bn.build(tuple(input_shape[:-1]) + (self.filters,))
+            self.bn.build(self.compute_output_shape(input_shape))
 
     def call(self, x, training=None):
         x = self.conv(x)
@@ -118,7 +123,10 @@ class ConvBN(keras.layers.Layer):
         return self._activation(x)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.filters,)
+        b, h, w, _ = input_shape
+        s = self.strides
+        return (b, None if h is None else -(-h // s), None if w is None else -(-w // s),
+                self.filters)
 
     def fused_weights(self):
         """Returns the deploy-form (kernel, bias): (k, k, C_in, filters), (filters,)."""
@@ -134,7 +142,7 @@ class ConvBN(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, kernel_size=self.kernel_size,
-                      activation=self.activation,
+                      activation=self.activation, strides=self.strides,
                       transpose=self.transpose, conv_bias=self.conv_bias, deploy=self.deploy,
                       momentum=self.momentum, epsilon=self.epsilon)
         return config

@@ -15,11 +15,25 @@ Layout (default widths):
 
 In ACNet form every encoder/decoder/bottleneck 3x3 conv is an `ACBlock`; the transposed convs
 and the pre/post convs stay plain, as in the original Dark-Light release.
+
+Night-Lite (`likeunet_lite`) keeps the U shape and the ACNet training but is built for speed:
+    stem_conv: 3x3 stride-2 conv-BN-ReLU (16)                            -> 1/2
+    enc1..enc5: enc{i}_dw 3x3 depthwise ACBlock + enc{i}_pw 1x1 conv-BN-ReLU
+                (16, 24, 32, 48, 64), 2x2 max pool after enc1..enc4     -> 1/32
+    dec1..dec4: dec{i}_up nearest x2, dec{i}_concat with enc{5-i}, dec{i}_pw 1x1
+                conv-BN-ReLU to enc{5-i}'s width, dec{i}_dw 3x3 depthwise ACBlock
+    head: 1x1 conv to 2x4 logits at 1/2 resolution, head_shuffle depth-to-space to full
+          resolution (sub-pixel convolution), softmax
+Nothing runs at full resolution but the shuffle and the softmax, there are no transposed convs,
+and no resize needs a size computed at run time: profiling the TFLite export (2 threads,
+256x256) showed a dynamic-size bilinear resize of the 2-channel output alone cost ~2 ms, more
+than the rest of the network, because XNNPACK cannot take it.
 """
 
 import keras
 
-from humanmatting.layers import ACBlock, BilinearUpsample2x, ConvBN
+from humanmatting.layers import (ACBlock, BilinearUpsample2x, ConvBN, DepthToSpace2x,
+                                 NearestUpsample2x)
 from humanmatting.registry import InputSpec, register_model
 
 
@@ -85,6 +99,61 @@ def likeunet(*, input_channels=3, filters=(16, 32, 32, 32, 64), bottleneck_filte
     return keras.Model(inputs, outputs, name=name)
 
 
+def likeunet_lite(*, input_channels=3, filters=(16, 24, 32, 48, 64), bottleneck_filters=None,
+                  edge_filters=16, acnet_norm="branch", deploy=True,
+                  name="likeunet_lite"):
+    """Builds a fast LikeUnet: stride-2 stem, depthwise-separable ACNet blocks, 1/2-res head.
+
+    Args:
+        input_channels: 3 (RGB) or 1 (grayscale).
+        filters: widths of the five encoder stages (1/2 .. 1/32 resolution); the decoder
+            returns to each skip's width.
+        bottleneck_filters: width of the last encoder stage's pointwise conv (default
+            filters[-1]).
+        edge_filters: width of the stride-2 stem.
+        acnet_norm: "branch" (paper) or "sum" ACNet form.
+        deploy: fused inference form (True) or training form (False).
+        name: model name.
+
+    Returns:
+        keras.Model: (B, H, W, input_channels) float32 -> (B, H, W, 2) softmax, channel 1 =
+        person. H and W must be multiples of 32.
+    """
+    if input_channels not in (1, 3):
+        raise ValueError(f"input_channels must be 1 or 3, got {input_channels}")
+    if len(filters) != 5:
+        raise ValueError(f"likeunet_lite has five stages, got filters={filters}")
+
+    def depthwise(width, block_name):   # 3x3 + 1x3 + 3x1 depthwise in training form
+        return ACBlock(width, activation="relu", norm=acnet_norm, depthwise=True,
+                       deploy=deploy, name=block_name)
+
+    def pointwise(width, block_name):
+        return ConvBN(width, 1, activation="relu", deploy=deploy, name=block_name)
+
+    inputs = keras.Input((None, None, input_channels), name="image")
+    x = ConvBN(edge_filters, 3, strides=2, activation="relu", deploy=deploy,
+               name="stem_conv")(inputs)
+    widths = list(filters)
+    widths[-1] = bottleneck_filters or filters[-1]
+    skips = []
+    for i, width in enumerate(widths, start=1):
+        x = depthwise(x.shape[-1], f"enc{i}_dw")(x)
+        x = pointwise(width, f"enc{i}_pw")(x)
+        if i < len(widths):
+            skips.append(x)
+            x = keras.layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
+    for i, skip in enumerate(reversed(skips), start=1):
+        x = NearestUpsample2x(name=f"dec{i}_up")(x)
+        x = keras.layers.Concatenate(name=f"dec{i}_concat")([skip, x])
+        x = pointwise(skip.shape[-1], f"dec{i}_pw")(x)
+        x = depthwise(skip.shape[-1], f"dec{i}_dw")(x)
+    x = keras.layers.Conv2D(2 * 4, 1, name="head", dtype="float32")(x)
+    x = DepthToSpace2x(name="head_shuffle", dtype="float32")(x)
+    outputs = keras.layers.Softmax(name="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
 GRAY_RAW = InputSpec(channels=1, scale=1.0)
 GRAY = InputSpec(channels=1)
 RGB = InputSpec(channels=3)
@@ -107,10 +176,11 @@ def likeunet_dark_light(**kwargs):
                        "name": "likeunet_dark_light", **kwargs})
 
 
-@register_model(input=RGB, description="LikeUnet Night-Lite: RGB, trained in ACNet form")
+@register_model(input=RGB, description="LikeUnet Night-Lite: RGB, real time, depthwise-separable "
+                                       "ACNet blocks, trained in ACNet form")
 def likeunet_night_lite(**kwargs):
-    return likeunet(**{"input_channels": 3, "acnet": True, "acnet_norm": "branch",
-                       "name": "likeunet_night_lite", **kwargs})
+    return likeunet_lite(**{"input_channels": 3, "acnet_norm": "branch",
+                            "name": "likeunet_night_lite", **kwargs})
 
 
 @register_model(
