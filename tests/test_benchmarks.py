@@ -1,0 +1,55 @@
+"""The benchmark scripts run end to end on tiny settings and print their tables."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(name, *args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def fixed_size_peer(path):
+    """A tiny fixed-size (1, 64, 64, 3) -> (1, 64, 64, 1) TFLite file, like MediaPipe Selfie."""
+    import tensorflow as tf
+
+    inputs = keras.Input((64, 64, 3), batch_size=1)
+    outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inputs)
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, outputs))
+    path.write_bytes(converter.convert())
+    return path
+
+
+@pytest.mark.slow
+def test_latency_table_with_peer(tmp_path):
+    peer = fixed_size_peer(tmp_path / "peer.tflite")
+    out = tmp_path / "latency.json"
+    result = run_script("latency.py", "--models", "likeunet_dark_light_original",
+                        "--backends", "keras", "tflite", "--size", "64x96", "--runs", "2",
+                        "--rounds", "2", "--peer", peer, "--json", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "likeunet_dark_light_original (tflite)" in result.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 3
+    peer_row = rows["peer peer (tflite, 64x64)"]
+    assert peer_row["ratio_to_peer"] == pytest.approx(1.0)
+    for row in rows.values():
+        assert 0 < row["median_ms"] <= row["p90_ms"]
+        assert row["fps"] == pytest.approx(1000 / row["median_ms"])
+
+
+def test_latency_rejects_bad_size_and_missing_peer(tmp_path):
+    result = run_script("latency.py", "--size", "256by256", cwd=tmp_path)
+    assert result.returncode != 0 and "256by256" in result.stderr
+    result = run_script("latency.py", "--peer", tmp_path / "nope.tflite", cwd=tmp_path)
+    assert result.returncode != 0 and "nope.tflite" in result.stderr
+    result = run_script("latency.py", "--models", "likeunet_dark_light_original", "--size",
+                        "100x96", "--backends", "keras", "--peer", "", cwd=tmp_path)
+    assert result.returncode != 0 and "100" in result.stderr
