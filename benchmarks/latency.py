@@ -27,14 +27,6 @@ from humanmatting.bench import parse_size  # noqa: E402
 PEER = Path(__file__).resolve().parent.parent.parent / "shared/peers/mediapipe/selfie_segmentation.tflite"
 
 
-def released_models():
-    """Registered models that ship weights in `models/`."""
-    from humanmatting.registry import get_preset, list_models, weights_dir
-
-    return [name for name in list_models()
-            if get_preset(name).weights and (weights_dir() / get_preset(name).weights).is_file()]
-
-
 def candidates(models, backends, size, threads):
     """{label: (fn, input)} for every model x backend, each with its own prepared input."""
     from humanmatting.inference import Matter
@@ -89,6 +81,8 @@ def main():
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from humanmatting.registry import released_models
+
     models = args.models or released_models()
     try:
         runners = candidates(models, args.backends, size, args.threads)

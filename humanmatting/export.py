@@ -187,14 +187,18 @@ def _person(output):
     return output[..., 1] if output.shape[-1] == 2 else output[..., 0]
 
 
-def compare_with_keras(model, path, fmt, input_spec, size=(96, 160)):
+def compare_with_keras(model, path, fmt, input_spec, size=(96, 160), image=None):
     """Max |diff| of person probabilities and IoU of thresholded alphas, on a non-square
-    input made of smooth random structure."""
+    input: `image` ((h, w, 3) uint8 RGB, e.g. a photo) resized to `size`, else smooth random
+    structure."""
     import cv2
 
-    rng = np.random.default_rng(0)
-    small = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
-    rgb = cv2.resize(small, size[::-1], interpolation=cv2.INTER_CUBIC)
+    if image is None:
+        image = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+        interp = cv2.INTER_CUBIC
+    else:
+        interp = cv2.INTER_AREA
+    rgb = cv2.resize(image, size[::-1], interpolation=interp)
     x = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None] if input_spec.channels == 1 else rgb
     x = (x.astype(np.float32) * np.float32(input_spec.scale))[None]
     ref = _person(model(x, training=False))

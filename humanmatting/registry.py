@@ -110,6 +110,13 @@ def list_models():
     return sorted(_REGISTRY)
 
 
+def released_models():
+    """Names of the registered models whose weights ship in `weights_dir()`, sorted."""
+    _ensure_registered()
+    return [name for name, preset in sorted(_REGISTRY.items())
+            if preset.weights and (weights_dir() / preset.weights).is_file()]
+
+
 def get_preset(name):
     """The `Preset` registered under `name`; ValueError naming the known ones otherwise."""
     _ensure_registered()

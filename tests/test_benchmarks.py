@@ -53,3 +53,23 @@ def test_latency_rejects_bad_size_and_missing_peer(tmp_path):
     result = run_script("latency.py", "--models", "likeunet_dark_light_original", "--size",
                         "100x96", "--backends", "keras", "--peer", "", cwd=tmp_path)
     assert result.returncode != 0 and "100" in result.stderr
+
+
+@pytest.mark.slow
+def test_export_parity_table(tmp_path):
+    out = tmp_path / "parity.json"
+    result = run_script("export_parity.py", "--models", "likeunet_dark_light_original",
+                        "--size", "96x64", "--json", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["models"]["likeunet_dark_light_original"]
+    assert set(rows) == {"saved_model", "onnx", "tflite", "tflite fp16", "tflite int8"}
+    for label in ("saved_model", "onnx", "tflite"):
+        assert rows[label]["photo"]["max_abs_diff"] <= 1e-4
+        assert rows[label]["photo"]["input_shape"] == [1, 96, 64, 1]
+    assert rows["tflite int8"]["photo"]["iou_thresholded"] > 0.5
+    assert result.stdout.count(" ok") == 3
+
+
+def test_export_parity_rejects_missing_calibration(tmp_path):
+    result = run_script("export_parity.py", "--calibrate", tmp_path / "nope", cwd=tmp_path)
+    assert result.returncode != 0 and "nope" in result.stderr

@@ -78,3 +78,14 @@ def test_corrupt_default_weights_are_detected(tmp_path, monkeypatch):
 def test_released_weights_are_deploy_form():
     with pytest.raises(ValueError, match="deploy form"):
         humanmatting.create_model("likeunet_dark_light_original", deploy=False)
+
+
+def test_released_models_are_those_with_weights_on_disk(tmp_path, monkeypatch):
+    released = registry.released_models()
+    assert "likeunet_dark_light_original" in released
+    assert all(registry.get_preset(name).weights for name in released)
+    monkeypatch.setenv("HUMANMATTING_WEIGHTS", str(tmp_path))
+    assert registry.released_models() == []
+    preset = registry.get_preset("likeunet_night")
+    (tmp_path / preset.weights).write_bytes(b"x")
+    assert registry.released_models() == ["likeunet_night"]
