@@ -188,3 +188,18 @@ def test_run_state_keeps_best_and_stops_early(tmp_path):
     # A resumed RunState takes over the same counters.
     again = RunState(tmp_path, "val_iou", patience=2, state=saved)
     assert (again.best, again.wait) == (pytest.approx(0.6), 2)
+
+
+def test_xla_auto_is_off_for_depthwise_models_on_cpu():
+    import tensorflow as tf
+
+    from humanmatting.training.fit import choose_jit
+
+    strategy = tf.distribute.get_strategy()
+    auto = load_config(None, ["jit_compile=auto"])
+    lite = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False)
+    plain = humanmatting.create_model("likeunet_dark", weights=None, deploy=False)
+    assert choose_jit(auto, strategy, plain) is True
+    assert choose_jit(auto, strategy, lite) is False
+    assert choose_jit(load_config(None, ["jit_compile=true"]), strategy, lite) is True
+    assert choose_jit(load_config(None, ["jit_compile=false"]), strategy, plain) is False
