@@ -43,11 +43,19 @@ def test_duplicate_registration_is_refused():
         registry.register_model(likeunet_night)
 
 
-def test_default_weights_missing_warns_and_builds():
+def test_default_weights_missing_warns_and_builds(monkeypatch):
+    humanmatting.list_models()
+    from humanmatting.models.likeunet import likeunet_lite
+
+    def unreleased_lite(**kwargs):
+        return likeunet_lite(name="unreleased_lite", **kwargs)
+
+    monkeypatch.setitem(registry._REGISTRY, "unreleased_lite",
+                        registry.Preset(name="unreleased_lite", builder=unreleased_lite))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = humanmatting.create_model("likeunet_night_lite")   # no weights released yet
-    assert model.name == "likeunet_night_lite"
+        model = humanmatting.create_model("unreleased_lite")
+    assert model.name == "unreleased_lite"
     assert any("no released weights" in str(w.message) for w in caught)
 
 

@@ -165,7 +165,8 @@ def likeunet_night(**kwargs):
     return likeunet(**{"input_channels": 3, "name": "likeunet_night", **kwargs})
 
 
-@register_model(input=GRAY, description="LikeUnet Dark: grayscale input")
+@register_model(input=GRAY, weights="likeunet_dark.weights.h5",
+                description="LikeUnet Dark: grayscale input")
 def likeunet_dark(**kwargs):
     return likeunet(**{"input_channels": 1, "name": "likeunet_dark", **kwargs})
 
