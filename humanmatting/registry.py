@@ -21,6 +21,11 @@ DEFAULT_GRAY_MODEL = "likeunet_dark_light_original"
 #: (H, W) sizes, multiples of 32, short side 256, ratios 1:2 .. 2:1.
 SIZES_256 = ((256, 512), (256, 448), (256, 384), (256, 320), (256, 256),
              (320, 256), (384, 256), (448, 256), (512, 256))
+#: The same ratios at short side 320: what the models trained here run at (their training
+#: crops zoom in, so people look larger in training than in a whole photo at short side 256;
+#: on the validation split, 320 lifts full-body IoU by about 0.02 and costs portraits 0.002).
+SIZES_320 = ((320, 640), (320, 576), (320, 480), (320, 416), (320, 320),
+             (416, 320), (480, 320), (576, 320), (640, 320))
 
 
 @dataclasses.dataclass(frozen=True)

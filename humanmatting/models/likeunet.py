@@ -34,7 +34,7 @@ import keras
 
 from humanmatting.layers import (ACBlock, BilinearUpsample2x, ConvBN, DepthToSpace2x,
                                  NearestUpsample2x)
-from humanmatting.registry import InputSpec, register_model
+from humanmatting.registry import SIZES_320, InputSpec, register_model
 
 
 def _conv_block(filters, *, acnet, norm, conv_bias, deploy, name):
@@ -155,8 +155,10 @@ def likeunet_lite(*, input_channels=3, filters=(16, 24, 32, 48, 64), bottleneck_
 
 
 GRAY_RAW = InputSpec(channels=1, scale=1.0)
-GRAY = InputSpec(channels=1)
-RGB = InputSpec(channels=3)
+GRAY = InputSpec(channels=1, sizes=SIZES_320)
+RGB = InputSpec(channels=3, sizes=SIZES_320)
+#: Night-Lite keeps short side 256: it is the real-time model, timed at 256x256.
+RGB_256 = InputSpec(channels=3)
 
 
 @register_model(input=RGB, weights="likeunet_night.weights.h5",
@@ -177,7 +179,7 @@ def likeunet_dark_light(**kwargs):
                        "name": "likeunet_dark_light", **kwargs})
 
 
-@register_model(input=RGB, description="LikeUnet Night-Lite: RGB, real time, depthwise-separable "
+@register_model(input=RGB_256, description="LikeUnet Night-Lite: RGB, real time, depthwise-separable "
                                        "ACNet blocks, trained in ACNet form")
 def likeunet_night_lite(**kwargs):
     return likeunet_lite(**{"input_channels": 3, "acnet_norm": "branch",
