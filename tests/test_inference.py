@@ -1,5 +1,6 @@
 """Matter: sizes, input conventions, compiled calls, compositing and bad input."""
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -131,3 +132,18 @@ def test_softmax_output_convention():
     matter = Matter(keras.Model(inputs, outputs), output="sigmoid", sizes=[(32, 32)])
     alpha = matter.predict(np.zeros((10, 10, 3), np.uint8))
     np.testing.assert_allclose(alpha, 0.5, atol=1e-6)  # sigmoid(0): zero input, zero bias
+
+
+def test_flip_averages_the_mirrored_prediction():
+    image = make_person_image(70, 130, seed=3)
+    plain = Matter("likeunet_night", sizes=[(64, 128)])
+    flipped = Matter("likeunet_night", sizes=[(64, 128)], flip=True)
+    x = plain.preprocess(image)
+    a = np.asarray(plain._run(x))[0]
+    b = np.asarray(plain._run(np.ascontiguousarray(x[:, :, ::-1])))[0][:, ::-1]
+    assert np.abs(a - b).max() > 1e-3   # the model is not mirror-symmetric: a real test
+    expected = np.clip(cv2.resize((a + b) / 2, (130, 70), interpolation=cv2.INTER_LINEAR), 0, 1)
+    np.testing.assert_allclose(flipped.predict(image), expected, atol=1e-6)
+    # A mirrored image gives the mirrored alpha, up to the resize.
+    mirrored = flipped.predict(np.ascontiguousarray(image[:, ::-1]))[:, ::-1]
+    np.testing.assert_allclose(mirrored, flipped.predict(image), atol=0.02)

@@ -50,6 +50,8 @@ def _add_predict(sub):
                    help="alpha: 8-bit gray matte; rgba: cut-out PNG; composite: on --background")
     p.add_argument("--background", default="white",
                    help="for --format composite: colour name, #rrggbb, r,g,b or an image path")
+    p.add_argument("--flip", action="store_true",
+                   help="test-time augmentation: average with the mirrored prediction (2x time)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -94,7 +96,7 @@ def cmd_predict(args):
     from humanmatting.io import alpha_to_uint8, read_image, write_image
 
     try:
-        matter = Matter(args.model)
+        matter = Matter(args.model, flip=args.flip)
     except (ValueError, FileNotFoundError) as err:
         return user_error(str(err))
     bar = Progress(len(found))
@@ -164,6 +166,8 @@ def _add_eval(sub):
     p.add_argument("--peer-tflite", default=None,
                    help="also score a TFLite peer (e.g. MediaPipe Selfie) on the same images")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--flip", action="store_true",
+                   help="test-time augmentation: average with the mirrored prediction (2x time)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -187,7 +191,7 @@ def cmd_eval(args):
 
     name = args.model or DEFAULT_MODEL
     try:
-        predictors = {name: Matter(name, weights=args.weights)}
+        predictors = {name: Matter(name, weights=args.weights, flip=args.flip)}
         if args.peer_tflite:
             predictors["peer"] = TFLitePeer(args.peer_tflite)
     except (ValueError, FileNotFoundError) as err:
