@@ -173,14 +173,16 @@ def likeunet_dark(**kwargs):
     return likeunet(**{"input_channels": 1, "name": "likeunet_dark", **kwargs})
 
 
-@register_model(input=GRAY, description="LikeUnet Dark-Light: grayscale, trained in ACNet form")
+@register_model(input=GRAY, weights="likeunet_dark_light.weights.h5",
+                description="LikeUnet Dark-Light: grayscale, trained in ACNet form")
 def likeunet_dark_light(**kwargs):
     return likeunet(**{"input_channels": 1, "acnet": True, "acnet_norm": "sum",
                        "name": "likeunet_dark_light", **kwargs})
 
 
-@register_model(input=RGB_256, description="LikeUnet Night-Lite: RGB, real time, depthwise-separable "
-                                       "ACNet blocks, trained in ACNet form")
+@register_model(input=RGB_256, weights="likeunet_night_lite.weights.h5",
+                description="LikeUnet Night-Lite: RGB, real time, depthwise-separable "
+                            "ACNet blocks, trained in ACNet form")
 def likeunet_night_lite(**kwargs):
     return likeunet_lite(**{"input_channels": 3, "acnet_norm": "branch",
                             "name": "likeunet_night_lite", **kwargs})

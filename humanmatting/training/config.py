@@ -30,9 +30,10 @@ class TrainConfig:
     Attributes:
         model: registered model name; trained in its training form (deploy=False).
         overrides: architecture overrides for the builder.
-        init_from: weights to start from: a `.keras` checkpoint, or a training-form
-            `.weights.h5` of `init_from_model`; layers are matched by name and adapted (see
-            `humanmatting.training.transfer`).
+        init_from: weights to start from: a `.keras` checkpoint, a training-form
+            `.weights.h5` of `init_from_model` (layers matched by name and adapted, see
+            `humanmatting.training.transfer`), or a released deploy-form `.weights.h5` of
+            `model` itself (unfused, BatchNorm statistics from a few training batches).
         init_from_model: the registered model (training form) that `init_from` weights
             belong to (default: `model`).
         data: the training mix; each dataset is split by `val_fraction` (hash of the stem).

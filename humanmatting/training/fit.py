@@ -31,7 +31,7 @@ from humanmatting.losses import MattingLoss
 from humanmatting.metrics import AlphaMAE, PersonIoU
 from humanmatting.registry import create_model, get_preset
 from humanmatting.training.config import TrainConfig
-from humanmatting.training.transfer import transfer_weights
+from humanmatting.training.transfer import init_from_deploy, transfer_weights
 
 
 def _has_gpu():
@@ -192,7 +192,7 @@ def build_data(config, log=print):
     return train_store, weights, val_store, backgrounds
 
 
-def _initial_model(config, run_dir, resume, log):
+def _initial_model(config, run_dir, resume, log, calibration_images):
     """The model to train: from the checkpoint when resuming, else built and initialised."""
     checkpoint = run_dir / "checkpoint.keras"
     if resume and checkpoint.exists():
@@ -210,11 +210,34 @@ def _initial_model(config, run_dir, resume, log):
             src_name = config.init_from_model or config.model
         else:
             src_name = config.init_from_model or config.model
-            src_model = create_model(src_name, weights=source, deploy=False)
+            try:
+                src_model = create_model(src_name, weights=source, deploy=False)
+            except ValueError as err:  # a released (fused) file: same architecture only
+                if src_name != config.model:
+                    raise ValueError(f"init_from: {source} is not a training-form file of "
+                                     f"{src_name!r}; a deploy-form (released) file must be of "
+                                     f"{config.model!r} itself") from err
+                src_model = create_model(src_name, weights=source, deploy=True)
+                copied = init_from_deploy(src_model, model, calibration_images())
+                log(f"initialised {len(copied)} layers from the deploy-form {source}, "
+                    "BatchNorm statistics from a few training batches")
+                return model, {"epoch": 0}
         ratio = get_preset(src_name).input.scale / get_preset(config.model).input.scale
         copied = transfer_weights(src_model, model, input_scale=ratio)
         log(f"initialised {len(copied)} layers from {source} ({src_name})")
     return model, {"epoch": 0}
+
+
+def _calibration_images(config, train_store, weights, input_spec, sizes, backgrounds,
+                        batches=4):
+    """A few augmented training batches, resized to the first one's size and stacked."""
+    ds = pipeline.train_dataset(
+        train_store, weights, input_spec=input_spec, batch_size=config.batch_size,
+        steps_per_epoch=batches, epochs=1, seed=config.seed + 1, sizes=sizes,
+        augment=pipeline.AugmentConfig(**config.augment), backgrounds=backgrounds)
+    images = [x for x, _ in ds.take(batches)]
+    size = images[0].shape[1:3]
+    return np.concatenate([tf.image.resize(x, size).numpy() for x in images])
 
 
 def fit(config, *, resume=False, log=print, callbacks=(), command=None):
@@ -266,7 +289,9 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
     try:
         keras.mixed_precision.set_global_policy(precision)
         with strategy.scope():
-            model, state = _initial_model(config, run_dir, resume, log)
+            model, state = _initial_model(
+                config, run_dir, resume, log, lambda: _calibration_images(
+                    config, train_store, weights, input_spec, sizes, backgrounds))
             initial_epoch = state["epoch"]
             if initial_epoch == 0 or not model.optimizer:
                 schedule = CosineWithWarmup(config.learning_rate,

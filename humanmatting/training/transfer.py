@@ -11,12 +11,17 @@ function where the maths allows it:
 - ACNet (norm="sum") <-> plain ConvBN: the 1xk and kx1 kernels are added into the kxk kernel
   (or start at zero the other way round); a bias before BatchNorm that the target lacks is
   moved into the BatchNorm's moving mean (BN(x + b) with mean m equals BN(x) with mean m - b).
+
+`init_from_deploy` goes the other way, from a released (fused) model back to its training
+form, so that released weights can be fine-tuned: see its docstring.
 """
 
+import keras
 import numpy as np
 
 from humanmatting.layers import ACBlock, ConvBN
 from humanmatting.layers.acnet import pad_to_square
+from humanmatting.layers.conv import transpose_to_conv_kernel
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -119,4 +124,82 @@ def transfer_weights(src, dst, *, input_scale=1.0):
         if all(n is not None and n.shape == tuple(m.shape) for n, m in zip(new, layer.weights)):
             layer.set_weights(new)
             copied.append(layer.name)
+    return copied
+
+
+def _calibrated_bn(bn, y, bias, gamma_zero=False):
+    """BatchNorm weights that turn `y` (N, H, W, C) into y + bias, in inference mode exactly and
+    in training mode on this batch: mean and variance are `y`'s, gamma the standard deviation.
+    With `gamma_zero` the output is 0 instead (a branch that starts switched off)."""
+    y = np.asarray(y, np.float64).reshape(-1, y.shape[-1])
+    mean, var = y.mean(axis=0), y.var(axis=0)
+    if gamma_zero:
+        gamma, beta = np.zeros_like(mean), np.zeros_like(mean)
+    else:
+        gamma, beta = np.sqrt(var + bn.epsilon), bias + mean
+    bn.set_weights([w.astype(np.float32) for w in (gamma, beta, mean, var)])
+
+
+def _unfuse_block(block, kernel, bias, x):
+    """Sets a training-form block from its deploy (kernel, bias), with BatchNorm statistics
+    from the block's input batch `x`."""
+    if isinstance(block, ConvBN):
+        if block.transpose:  # the inverse of the flip and channel swap is the same operation
+            kernel = transpose_to_conv_kernel(kernel)
+        block.conv.set_weights([kernel] + ([np.zeros_like(bias)] if block.conv_bias else []))
+        _calibrated_bn(block.bn, block.conv(x), bias)
+        return
+    zeros = [] if not (block.conv_bias and block.norm == "sum") else [np.zeros_like(bias)]
+    block.square.set_weights([kernel] + zeros)
+    if block.norm == "sum":
+        for branch in (block.hor, block.ver):
+            branch.set_weights([np.zeros(branch.kernel.shape, np.float32)] + zeros)
+        _calibrated_bn(block.bn, block.square(x), bias)
+        return
+    _calibrated_bn(block.square_bn, block.square(x), bias)
+    # Per-branch BatchNorm would blow a zero kernel's first update up to unit variance, so the
+    # 1xk / kx1 branches keep their random kernels and start switched off by gamma = 0.
+    for branch, bn in ((block.hor, block.hor_bn), (block.ver, block.ver_bn)):
+        _calibrated_bn(bn, branch(x), None, gamma_zero=True)
+
+
+def init_from_deploy(src, dst, images):
+    """Initialises a training-form model from the deploy form of the same architecture.
+
+    Each fused convolution's kernel goes to the block's kxk (or only) convolution and its
+    bias into the BatchNorm, whose moving mean and variance are set to the statistics of that
+    convolution's output on `images` and whose gamma is their standard deviation: the
+    training-form model then computes exactly the deploy model's function in inference mode,
+    and nearly it in training mode on batches like `images`. ACNet's 1xk and kx1 branches start
+    contributing nothing (zero kernels in the "sum" form; gamma = 0 in the "branch" form).
+    Layers without a training form are copied by name.
+
+    Args:
+        src: deploy-form keras.Model (e.g. a released model).
+        dst: training-form keras.Model of the same architecture and layer names.
+        images: (N, H, W, C) float32 batch in the models' input convention; a few dozen real
+            training images.
+
+    Returns:
+        Names of the layers that received weights.
+    """
+    blocks = [layer for layer in dst.layers if isinstance(layer, (ACBlock, ConvBN))]
+    missing = [b.name for b in blocks if b.name not in {layer.name for layer in src.layers}]
+    if missing:
+        raise ValueError(f"deploy model {src.name!r} lacks the blocks {missing}")
+    probe = keras.Model(src.inputs, [src.get_layer(b.name).input for b in blocks])
+    inputs = probe.predict(np.asarray(images, np.float32), verbose=0)
+    if len(blocks) == 1:
+        inputs = [inputs]
+    copied = []
+    for block, x in zip(blocks, inputs):
+        kernel, bias = src.get_layer(block.name).fused_weights()
+        _unfuse_block(block, kernel.astype(np.float32), bias.astype(np.float64),
+                      x.astype(np.float32))
+        copied.append(block.name)
+    for layer in dst.layers:
+        if isinstance(layer, (ACBlock, ConvBN)) or not layer.weights:
+            continue
+        layer.set_weights(src.get_layer(layer.name).get_weights())
+        copied.append(layer.name)
     return copied
