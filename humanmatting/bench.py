@@ -47,7 +47,7 @@ def bench(model, size, backend="keras", *, threads=None, runs=50, peer_tflite=No
         0, 255 * matter.input_spec.scale, (1, *size, matter.input_spec.channels)
     ).astype(np.float32)
     out = {f"{matter.name} ({backend}, {size[0]}x{size[1]})": time_calls(
-        lambda v: np.asarray(matter._run(v)), x, runs)}
+        matter.run, x, runs)}
     if peer_tflite:
         from humanmatting.evaluation import TFLitePeer
 

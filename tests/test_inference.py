@@ -147,3 +147,15 @@ def test_flip_averages_the_mirrored_prediction():
     # A mirrored image gives the mirrored alpha, up to the resize.
     mirrored = flipped.predict(np.ascontiguousarray(image[:, ::-1]))[:, ::-1]
     np.testing.assert_allclose(mirrored, flipped.predict(image), atol=0.02)
+
+
+def test_run_is_the_model_alone_at_its_resolution(matter):
+    image = make_person_image(480, 640)
+    x = matter.preprocess(image)
+    assert x.shape == (1, 256, 320, 1)
+    prob = matter.run(x)
+    assert prob.shape == (1, 256, 320) and prob.dtype == np.float32
+    expected = np.asarray(matter.model(x))[0, :, :, 1]   # softmax channel 1 = person
+    np.testing.assert_allclose(prob[0], expected, atol=1e-6)
+    resized = cv2.resize(prob[0], (640, 480), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(matter.predict(image), np.clip(resized, 0, 1), atol=1e-6)
