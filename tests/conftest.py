@@ -88,3 +88,15 @@ def make_folder_dataset(root, count=6, shape=(96, 72), soft=False, seed=0):
         cv2.imwrite(str(root / "images" / f"p{i:03d}.jpg"), image[..., ::-1])
         cv2.imwrite(str(target_dir / f"p{i:03d}.png"), mask)
     return root
+
+
+def fixed_size_peer(path):
+    """A tiny fixed-size (1, 64, 64, 3) -> (1, 64, 64, 1) TFLite file, like MediaPipe Selfie."""
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((64, 64, 3), batch_size=1)
+    outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inputs)
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, outputs))
+    path.write_bytes(converter.convert())
+    return path

@@ -5,8 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import pytest
+
+from conftest import fixed_size_peer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,17 +15,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_script(name, *args, cwd):
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *map(str, args)],
                           cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
-def fixed_size_peer(path):
-    """A tiny fixed-size (1, 64, 64, 3) -> (1, 64, 64, 1) TFLite file, like MediaPipe Selfie."""
-    import tensorflow as tf
-
-    inputs = keras.Input((64, 64, 3), batch_size=1)
-    outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inputs)
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, outputs))
-    path.write_bytes(converter.convert())
-    return path
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import make_person_image
+from conftest import fixed_size_peer, make_person_image
 
 
 def run_cli(*args, cwd):
@@ -80,3 +80,29 @@ def test_predict_with_flip_matches_the_python_api(tmp_path):
     rgb = np.ascontiguousarray(image[..., ::-1])
     expected = Matter("likeunet_dark", flip=True).predict(rgb)
     np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
+
+
+def test_bench_prints_latency_next_to_a_peer(tmp_path):
+    peer = fixed_size_peer(tmp_path / "peer.tflite")
+    result = run_cli("bench", "--model", "likeunet_night_lite", "--size", "64x96", "--backend",
+                     "tflite", "--threads", "1", "--runs", "3", "--peer-tflite", peer, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    ours = next(r for r in rows if r[0] == "likeunet_night_lite")
+    assert "64x96)" in ours
+    median, p90, fps = map(float, ours[-3:])
+    assert 0 < median <= p90 and fps == pytest.approx(1000 / median, rel=0.01)
+    peer_row = next(r for r in rows if r and r[0] == "peer")
+    assert "(64x64)" in peer_row            # the peer runs at its own fixed input size
+    assert "latency ratio (ours / peer):" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "250x256"], "250"),
+    (["--size", "big"], "big"),
+    (["--model", "no_such_model"], "no_such_model"),
+    (["--peer-tflite", "missing.tflite"], "missing.tflite"),
+])
+def test_bench_rejects_bad_input(tmp_path, args, message):
+    result = run_cli("bench", "--runs", "1", *args, cwd=tmp_path)
+    assert result.returncode == 1 and message in result.stderr
