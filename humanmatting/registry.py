@@ -15,11 +15,12 @@ _REGISTRY = {}
 
 #: The model that `Matter`, `demo.py` and `humanmatting predict` use when none is named: the
 #: released model with the best mean validation IoU over portraits and full-body photos
-#: (likeunet_dark 0.953 / 0.905; Night 0.951 / 0.903, Dark-Light 0.951 / 0.902, the original
+#: (likeunet_night 0.957 / 0.926; Dark 0.953 / 0.905, Dark-Light 0.951 / 0.902, the original
 #: release 0.967 / 0.298; see the model cards).
-DEFAULT_MODEL = "likeunet_dark"
-#: The grayscale model that `demo.py --gray` uses (the best gray one, the same).
+DEFAULT_MODEL = "likeunet_night"
+#: The grayscale model that `demo.py --gray` uses: the best gray one.
 DEFAULT_GRAY_MODEL = "likeunet_dark"
+
 
 #: (H, W) sizes, multiples of 32, short side 256, ratios 1:2 .. 2:1.
 SIZES_256 = ((256, 512), (256, 448), (256, 384), (256, 320), (256, 256),

@@ -145,6 +145,17 @@ def test_depth_to_space_hand_computed():
     np.testing.assert_array_equal(y[0, ..., 0], [[0, 1, 4, 5], [2, 3, 6, 7]])
 
 
+@pytest.mark.parametrize("layer_cls", [BilinearUpsample2x, NearestUpsample2x, DepthToSpace2x])
+def test_upsampling_keras_ops_path_equals_tensorflow_path(layer_cls, monkeypatch):
+    """The keras.ops maths used on the JAX / PyTorch backends equals the TensorFlow ops."""
+    from humanmatting.layers import resize
+
+    x = np.random.default_rng(4).normal(size=(2, 5, 7, 8)).astype("float32")
+    tf_path = np.asarray(layer_cls()(x))
+    monkeypatch.setattr(resize, "_tensorflow", lambda: False)
+    np.testing.assert_allclose(np.asarray(layer_cls()(x)), tf_path, atol=1e-6)
+
+
 @pytest.mark.parametrize("layer", [ACBlock(4, activation="relu", norm="sum", conv_bias=True),
                                    ACBlock(4, depthwise=True), ConvBN(4, strides=2),
                                    ConvBN(4, transpose=True), BilinearUpsample2x(),

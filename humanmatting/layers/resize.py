@@ -1,6 +1,25 @@
-"""Bilinear x2 upsampling that traces with unknown height and width."""
+"""x2 upsampling layers that trace with unknown height and width.
+
+On the TensorFlow backend (inference, export) they call TensorFlow ops that export with dynamic
+H and W; on the other Keras backends (JAX, PyTorch: `tools/train_device.py` trains there) the
+same maths in `keras.ops`, where shapes are static.
+"""
 
 import keras
+from keras import ops
+
+
+def _tensorflow():
+    return keras.backend.backend() == "tensorflow"
+
+
+def depth_to_space2x(x):
+    """DCR depth-to-space by 2 in keras.ops: (B, H, W, 4C) -> (B, 2H, 2W, C)."""
+    b, h, w, c4 = ops.shape(x)
+    c = c4 // 4
+    x = ops.reshape(x, (b, h, w, 2, 2, c))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (b, 2 * h, 2 * w, c))
 
 
 @keras.saving.register_keras_serializable(package="humanmatting")
@@ -17,6 +36,10 @@ class BilinearUpsample2x(keras.layers.Layer):
     """
 
     def call(self, x):
+        if not _tensorflow():
+            _, h, w, _ = ops.shape(x)
+            return ops.cast(ops.image.resize(x, (2 * h, 2 * w), interpolation="bilinear",
+                                             antialias=False), x.dtype)
         import tensorflow as tf
 
         size = tf.shape(x)[1:3] * 2
@@ -42,6 +65,8 @@ class DepthToSpace2x(keras.layers.Layer):
     """
 
     def call(self, x):
+        if not _tensorflow():
+            return depth_to_space2x(x)
         import tensorflow as tf
 
         return tf.nn.depth_to_space(x, 2)
@@ -62,6 +87,8 @@ class NearestUpsample2x(DepthToSpace2x):
     """
 
     def call(self, x):
+        if not _tensorflow():
+            return ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
         import tensorflow as tf
 
         return super().call(tf.concat([x, x, x, x], axis=-1))

@@ -1,0 +1,86 @@
+"""tools/train_device.py: pack a dataset, augment, train a few steps (here on the TensorFlow
+backend; the GPU runs use JAX or PyTorch) and release fused weights."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import make_folder_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import train_device  # noqa: E402
+
+
+def test_augment_gives_the_bucket_size_and_a_matching_alpha():
+    rng = np.random.default_rng(0)
+    rgb = np.full((300, 200, 3), 90, np.uint8)
+    mask = np.zeros((300, 200), np.uint8)
+    mask[100:, 50:150] = 255
+    rgb[mask > 0] = 200                     # the "person" is bright
+    background = np.zeros((50, 80, 3), np.uint8)
+    for size in [(256, 320), (384, 256)]:
+        image, alpha = train_device.augment(rng, rgb, mask, size, [background],
+                                            composite_p=1.0, gray_p=0.0)
+        assert image.shape == (*size, 3) and image.dtype == np.uint8
+        assert alpha.shape == size and alpha.dtype == np.float32
+        assert 0 <= alpha.min() and alpha.max() <= 1
+        if alpha.max() > 0.5 and alpha.min() < 0.5:   # image and alpha were warped together
+            gray = image.mean(axis=2)
+            assert gray[alpha > 0.9].mean() > gray[alpha < 0.1].mean()
+
+
+@pytest.mark.slow
+def test_pack_train_release(tmp_path):
+    data = make_folder_dataset(tmp_path / "people", count=12, shape=(96, 72))
+    backgrounds = tmp_path / "bg" / "images"
+    backgrounds.mkdir(parents=True)
+    cv2.imwrite(str(backgrounds / "b.jpg"), np.full((64, 64, 3), 30, np.uint8))
+    packed = tmp_path / "packed"
+    assert train_device.main(["pack", "--out", str(packed), "--data", f"{data}:0.9",
+                              "--backgrounds", f"{backgrounds.parent}:0.1",
+                              "--val-fraction", "0.3"]) == 0
+    manifest = json.loads((packed / "manifest.json").read_text())
+    names = [d["name"] for d in manifest["datasets"]]
+    assert names == ["people", "bg"]
+    people = manifest["datasets"][0]
+    assert people["train"] + people["val"] == 12 and people["val"] > 0
+    mask = cv2.imread(str(next((packed / "people" / "train").glob("*.png"))),
+                      cv2.IMREAD_GRAYSCALE)
+    assert set(np.unique(mask)) <= {0, 255}          # binary masks stay binary
+
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "train_device.py"), "train", "--data",
+         str(packed), "--model", "likeunet_night_lite", "--out", str(out), "--epochs", "2",
+         "--steps-per-epoch", "2", "--batch", "2", "--workers", "1", "--warmup-steps", "1",
+         "--sizes", "64x64,64x96", "--no-jit", "--minutes", "5"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert len(rows) == 2 and 0 <= float(rows[-1]["val_iou_mean"]) <= 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["epochs_done"] == 2 and run["model"] == "likeunet_night_lite"
+
+    models = tmp_path / "models"
+    models.mkdir()
+    assert train_device.main(["release", "--model", "likeunet_night_lite", "--weights",
+                              str(out / "best.weights.h5"), "--models", str(models)]) == 0
+    released = models / "likeunet_night_lite.weights.h5"
+    assert released.stat().st_size < 5 * 2**20
+    assert released.name in (models / "SHA256SUMS").read_text()
+    import humanmatting
+    from humanmatting.fusion import fuse
+
+    trained = humanmatting.create_model("likeunet_night_lite", weights=out / "best.weights.h5",
+                                        deploy=False)
+    deployed = humanmatting.create_model("likeunet_night_lite", weights=released)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 64, 96, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(deployed(x)), np.asarray(fuse(trained)(x)),
+                               atol=1e-5)

@@ -1,0 +1,413 @@
+"""Train a registered model on an accelerator machine that has Keras 3 but no TensorFlow.
+
+Keras 3 weights are the same on every backend, so a model of the zoo can be trained with the
+JAX (or PyTorch) backend on a GPU and its `.weights.h5` loaded by the TensorFlow package for
+fusion, evaluation and export. This script carries the parts of the training recipe that the
+tf.data pipeline holds (`humanmatting.data.pipeline`) over to NumPy + OpenCV worker
+processes: datasets mixed by weight, resized crop to a (H, W) bucket, rotation and
+perspective, flip, compositing onto people-free backgrounds, colour jitter, grayscale, and
+people-free negatives; the loss is `humanmatting.losses.MattingLoss`.
+
+Two steps:
+
+    # here (TensorFlow machine): the fixed train/val split, images shrunk for the trip
+    python tools/train_device.py pack --out .devdata \\
+        --data ../shared/data/flickr-portraits:0.45 ../shared/data/ccp-persons:0.47 \\
+        --backgrounds ../shared/data/backgrounds:0.08
+
+    # there (KERAS_BACKEND=jax): train, keep the best epoch by validation IoU
+    python tools/train_device.py train --data .devdata --model likeunet_night \\
+        --init models/likeunet_night.weights.h5 --minutes 8 --out $OUT
+
+`train` writes `best.weights.h5` (training form; `--save-last` adds `last.weights.h5`),
+`history.csv` and `run.json`; `python tools/train_device.py release --model NAME --weights
+best.weights.h5` (here) fuses them into `models/` and updates `models/SHA256SUMS`.
+"""
+
+import argparse
+import csv
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHORT_SIDE = 288     # packed training images: short side at most this (buckets: 256)
+VAL_SHORT_SIDE = 256  # validation images are scored at bucket resolution (short side 256)
+JPEG_QUALITY = 75
+
+
+# ----------------------------------------------------------------------------- pack (here)
+
+def _shrink(image, short_side=SHORT_SIDE, interp=cv2.INTER_AREA):
+    h, w = image.shape[:2]
+    scale = short_side / min(h, w)
+    if scale >= 1:
+        return image
+    return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=interp)
+
+
+def _write(path, image, ext):
+    # binary masks as 1-bit PNGs
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ext == ".jpg" else [
+        cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 9]
+    ok, data = cv2.imencode(ext, image, params)
+    if not ok:
+        raise ValueError(f"{path}: could not encode")
+    path.write_bytes(data.tobytes())
+
+
+def pack(args):
+    from humanmatting.data.readers import read_dataset
+    from humanmatting.io import ImageError, load_rgb
+
+    out = Path(args.out)
+    manifest = {"datasets": [], "val_fraction": args.val_fraction, "short_side": SHORT_SIDE}
+    specs = [(s, "folder") for s in args.data] + [(s, "backgrounds") for s in args.backgrounds]
+    bad = []
+    for spec, kind in specs:
+        path, _, weight = spec.rpartition(":")
+        pairs = read_dataset(path, kind)
+        train, val = pairs.split(args.val_fraction)
+        name = Path(path).name
+        for split, subset in (("train", train), ("val", val)):
+            short_side = SHORT_SIDE if split == "train" else VAL_SHORT_SIDE
+            folder = out / name / split
+            folder.mkdir(parents=True, exist_ok=True)
+            for image_path, target_path in zip(subset.images, subset.targets):
+                stem = Path(image_path).stem
+                try:
+                    rgb = load_rgb(image_path)
+                    _write(folder / f"{stem}.jpg",
+                           cv2.cvtColor(_shrink(rgb, short_side), cv2.COLOR_RGB2BGR), ".jpg")
+                    if target_path:
+                        mask = cv2.imread(str(target_path), cv2.IMREAD_GRAYSCALE)
+                        if mask is None:
+                            raise ImageError(f"{target_path}: not an image")
+                        mask = cv2.resize(mask, rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+                        mask = np.where(_shrink(mask, short_side, cv2.INTER_LINEAR) > 127,
+                                        255, 0).astype(np.uint8)
+                        _write(folder / f"{stem}.png", mask, ".png")
+                except (OSError, ValueError) as err:
+                    bad.append(f"{image_path}: {err}")
+        manifest["datasets"].append({"name": name, "kind": kind, "weight": float(weight),
+                                     "source": path, "train": len(train), "val": len(val)})
+        print(f"{name}: {len(train)} train, {len(val)} val")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"{out}: {size / 2**20:.1f} MiB")
+    for line in bad:
+        print(f"skipped {line}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+# ------------------------------------------------------------------------ loader (there)
+
+class Packed:
+    """The packed images of one split, decoded once into memory."""
+
+    def __init__(self, root, split):
+        manifest = json.loads((Path(root) / "manifest.json").read_text())
+        self.sets = []
+        for d in manifest["datasets"]:
+            folder = Path(root) / d["name"] / split
+            images = sorted(folder.glob("*.jpg"))
+            items = []
+            for f in images:
+                rgb = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
+                mask_path = f.with_suffix(".png")
+                mask = (cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+                        if mask_path.exists() else np.zeros(rgb.shape[:2], np.uint8))
+                items.append((rgb, mask))
+            self.sets.append({"name": d["name"], "kind": d["kind"], "weight": d["weight"],
+                              "items": items})
+        self.backgrounds = [rgb for s in self.sets if s["kind"] == "backgrounds"
+                            for rgb, _ in s["items"]]
+
+
+def _jitter(rng, rgb, gray_p):
+    x = rgb.astype(np.float32)
+    x = x * rng.uniform(0.7, 1.3) + rng.uniform(-25, 25)                 # contrast, brightness
+    mean = x.mean(axis=2, keepdims=True)
+    x = mean + (x - mean) * rng.uniform(0.6, 1.4)                         # saturation
+    x = x * rng.uniform(0.9, 1.1, size=3)                                 # colour balance
+    if rng.random() < gray_p:
+        x = np.repeat(x @ np.array([0.299, 0.587, 0.114], np.float32), 3).reshape(x.shape)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def augment(rng, rgb, mask, size, backgrounds, *, composite_p=0.25, gray_p=0.1,
+            min_scale=0.25, max_rotation=15.0, perspective=0.06):
+    """One training sample: (H, W, 3) uint8 image and (H, W) float32 alpha at `size`."""
+    h, w = rgb.shape[:2]
+    out_h, out_w = size
+    if backgrounds and rng.random() < composite_p and mask.any():
+        bg = backgrounds[rng.integers(len(backgrounds))]
+        bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+        a = (mask.astype(np.float32) / 255.0)[..., None]
+        a = cv2.GaussianBlur(a, (3, 3), 0)[..., None]
+        rgb = (rgb * a + bg * (1 - a)).astype(np.uint8)
+    # resized crop with the bucket's aspect ratio: area scale in [min_scale, 1]
+    aspect = out_w / out_h
+    area = h * w * rng.uniform(min_scale, 1.0)
+    ch = min(h, math.sqrt(area / aspect))
+    cw = min(w, ch * aspect)
+    ch = cw / aspect
+    y0, x0 = rng.uniform(0, h - ch), rng.uniform(0, w - cw)
+    src = np.float32([[x0, y0], [x0 + cw, y0], [x0 + cw, y0 + ch], [x0, y0 + ch]])
+    src += rng.uniform(-perspective, perspective, (4, 2)).astype(np.float32) * [cw, ch]
+    angle = math.radians(rng.uniform(-max_rotation, max_rotation))
+    centre = src.mean(axis=0)
+    rot = np.float32([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    src = (src - centre) @ rot.T + centre
+    dst = np.float32([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]])
+    matrix = cv2.getPerspectiveTransform(src, dst)
+    image = cv2.warpPerspective(rgb, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT_101)
+    alpha = cv2.warpPerspective(mask, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT_101).astype(np.float32) / 255.0
+    if rng.random() < 0.5:
+        image, alpha = image[:, ::-1], alpha[:, ::-1]
+    return _jitter(rng, image, gray_p), np.ascontiguousarray(alpha)
+
+
+_STATE = {}
+
+
+def _worker_init(root, sizes, channels, scale, batch):
+    cv2.setNumThreads(1)
+    _STATE.update(data=Packed(root, "train"), sizes=sizes, channels=channels, scale=scale,
+                  batch=batch)
+
+
+def _make_batch(seed):
+    s = _STATE
+    rng = np.random.default_rng(seed)
+    sets = s["data"].sets
+    weights = np.array([d["weight"] for d in sets], np.float64)
+    size = s["sizes"][rng.integers(len(s["sizes"]))]
+    xs, ys = [], []
+    for _ in range(s["batch"]):
+        d = sets[rng.choice(len(sets), p=weights / weights.sum())]
+        rgb, mask = d["items"][rng.integers(len(d["items"]))]
+        image, alpha = augment(rng, rgb, mask, size, s["data"].backgrounds)
+        xs.append(_to_input(image, s["channels"], s["scale"]))
+        ys.append(alpha)
+    y = np.stack(ys)[..., None]
+    return np.stack(xs), np.concatenate([y, np.zeros_like(y)], axis=-1)   # rough targets
+
+
+def _to_input(image, channels, scale):
+    if channels == 1:
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[..., None]
+    return image.astype(np.float32) * np.float32(scale)
+
+
+def _val_batches(data, spec, sizes):
+    """Each validation image (people only) resized to its nearest bucket, grouped by bucket."""
+    from humanmatting.inference import choose_size
+
+    groups = {}
+    for d in data.sets:
+        if d["kind"] == "backgrounds":
+            continue
+        for rgb, mask in d["items"]:
+            h, w = choose_size(*rgb.shape[:2], sizes)
+            image = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            alpha = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR) / 255.0
+            groups.setdefault((h, w), []).append(
+                (_to_input(image, spec.channels, spec.scale), alpha.astype(np.float32),
+                 d["name"]))
+    return groups
+
+
+def _val_iou(model, groups, chunk=32):
+    """Mean IoU (alpha > 0.5) per dataset at bucket resolution."""
+    import keras
+
+    scores = {}
+    for items in groups.values():
+        for i in range(0, len(items), chunk):
+            part = items[i:i + chunk]
+            prob = keras.ops.convert_to_numpy(
+                model(np.stack([x for x, _, _ in part]), training=False))[..., 1]
+            for p, (_, alpha, name) in zip(prob, part):
+                pred, true = p > 0.5, alpha > 0.5
+                union = np.logical_or(pred, true).sum()
+                iou = 1.0 if union == 0 else np.logical_and(pred, true).sum() / union
+                scores.setdefault(name, []).append(iou)
+    return {name: float(np.mean(v)) for name, v in scores.items()}
+
+
+def _write_history(out, history):
+    tmp = out / "history.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[-1]))
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, out / "history.csv")
+
+
+def release(args):
+    """Fuses a training-form weights file into `models/` and records its sha256."""
+    from humanmatting.fusion import fuse
+    from humanmatting.io import atomic_path
+    from humanmatting.registry import create_model, sha256_file
+    from humanmatting.training.export import MAX_RELEASE_BYTES, _update_sums
+
+    model = fuse(create_model(args.model, weights=args.weights, deploy=False))
+    path = Path(args.models) / f"{args.model}.weights.h5"
+    with atomic_path(path) as tmp:
+        model.save_weights(tmp)
+    if path.stat().st_size > MAX_RELEASE_BYTES:
+        raise ValueError(f"{path} is over the 5 MiB release limit")
+    digest = sha256_file(path)
+    _update_sums(args.models, path.name, digest)
+    print(f"wrote {path} ({model.count_params():,} parameters, sha256 {digest})")
+    return 0
+
+
+def train(args):
+    import keras
+
+    from humanmatting.losses import MattingLoss
+    from humanmatting.registry import SIZES_256, create_model, get_preset
+
+    keras.utils.set_random_seed(args.seed)
+    spec = get_preset(args.model).input
+    sizes = ([tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+             if args.sizes else [tuple(s) for s in SIZES_256])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # workers start (spawned, not forked) before the accelerator is touched
+    pool = mp.get_context("spawn").Pool(
+        args.workers, initializer=_worker_init,
+        initargs=(args.data, sizes, spec.channels, spec.scale, args.batch))
+    model = create_model(args.model, weights=None, deploy=False)
+    if args.init:
+        model.load_weights(args.init)
+        print(f"initialised from {args.init}", flush=True)
+    elif args.init_deploy:   # a released, fused file: unfused with calibrated BatchNorm
+        from humanmatting.training.transfer import init_from_deploy
+
+        src = create_model(args.model, weights=args.init_deploy, deploy=True)
+        data = Packed(args.data, "train")
+        rng = np.random.default_rng(args.seed)
+        people = [d for d in data.sets if d["kind"] != "backgrounds"]
+        images = []
+        for i in range(64):
+            d = people[i % len(people)]
+            rgb, mask = d["items"][rng.integers(len(d["items"]))]
+            image, _ = augment(rng, rgb, mask, (256, 256), data.backgrounds)
+            images.append(_to_input(image, spec.channels, spec.scale))
+        copied = init_from_deploy(src, model, np.stack(images))
+        print(f"initialised {len(copied)} layers from the deploy-form {args.init_deploy}",
+              flush=True)
+    steps_per_epoch = args.steps_per_epoch
+    total_steps = args.epochs * steps_per_epoch
+    # the learning rate follows a cosine over the run's time budget (or its epochs, whichever
+    # ends first), after a linear warm-up in steps, so a run cut by --minutes still anneals
+    model.compile(optimizer=keras.optimizers.AdamW(args.lr, weight_decay=args.weight_decay),
+                  loss=MattingLoss(), jit_compile=args.jit)
+
+    def learning_rate(step, elapsed):
+        if step < args.warmup_steps:
+            return args.lr * (step + 1) / args.warmup_steps
+        done = max(elapsed / (args.minutes * 60), step / total_steps)
+        return args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+    val = _val_batches(Packed(args.data, "val"), spec, sizes)
+    print(f"validation: {sum(len(v) for v in val.values())} images in {len(val)} buckets",
+          flush=True)
+    start = time.time()
+    compiling = 0.0   # seconds spent in steps that compiled a new shape: not in the schedule
+    best, history, step = -1.0, [], 0
+    with pool:
+        seeds = iter(range(args.seed * 10**7, args.seed * 10**7 + total_steps))
+        batches = pool.imap(_make_batch, seeds, chunksize=2)
+        for epoch in range(args.epochs):
+            losses = []
+            for _ in range(steps_per_epoch):
+                x, y = next(batches)
+                model.optimizer.learning_rate.assign(
+                    learning_rate(step, time.time() - start - compiling))
+                t0 = time.time()
+                logs = model.train_on_batch(x, y, return_dict=True)
+                if time.time() - t0 > 2.0:
+                    compiling += time.time() - t0
+                losses.append(logs["loss"])
+                step += 1
+            scores = _val_iou(model, val)
+            mean = float(np.mean(list(scores.values())))
+            row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_iou_mean": mean,
+                   **{f"val_iou_{k}": v for k, v in scores.items()},
+                   "minutes": (time.time() - start) / 60, "compiling_minutes": compiling / 60}
+            history.append(row)
+            print(json.dumps(row), flush=True)
+            if mean > best:
+                best = mean
+                model.save_weights(out / "best.weights.h5")
+            _write_history(out, history)
+            if (time.time() - start - compiling) / 60 > args.minutes:
+                print(f"stopping at the time limit after epoch {epoch}", flush=True)
+                break
+        pool.terminate()   # workers may be blocked on a full queue: do not wait for them
+    if args.save_last:
+        model.save_weights(out / "last.weights.h5")
+    run = {"model": args.model, "init": args.init, "backend": keras.backend.backend(),
+           "best_val_iou_mean": best, "epochs_done": len(history), "steps_per_epoch":
+           steps_per_epoch, "batch": args.batch, "lr": args.lr, "seed": args.seed,
+           "minutes": (time.time() - start) / 60, "command": " ".join(sys.argv)}
+    (out / "run.json").write_text(json.dumps(run, indent=1))
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="split and shrink datasets for the trip")
+    p.add_argument("--data", nargs="+", required=True, help="FOLDER:WEIGHT (people)")
+    p.add_argument("--backgrounds", nargs="*", default=[], help="FOLDER:WEIGHT (no people)")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=pack)
+    t = sub.add_parser("train", help="train on the packed data (any Keras backend)")
+    t.add_argument("--data", required=True)
+    t.add_argument("--model", required=True)
+    t.add_argument("--init", default="", help="training-form .weights.h5 to start from")
+    t.add_argument("--init-deploy", default="", help="or a released (fused) .weights.h5")
+    t.add_argument("--out", required=True)
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--steps-per-epoch", type=int, default=100)
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--warmup-steps", type=int, default=200)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    t.add_argument("--minutes", type=float, default=8.0, help="stop after the epoch that "
+                   "passes this")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save-last", action="store_true", help="also write last.weights.h5")
+    t.add_argument("--sizes", default="", help="bucket sizes HxW,HxW,... (default: the "
+                   "9 sizes of SIZES_256); each new shape compiles once")
+    t.add_argument("--no-jit", dest="jit", action="store_false",
+                   help="no XLA / torch.compile (e.g. with KERAS_BACKEND=torch)")
+    t.set_defaults(func=train)
+    r = sub.add_parser("release", help="fuse trained weights into models/ (here)")
+    r.add_argument("--model", required=True)
+    r.add_argument("--weights", required=True, help="training-form .weights.h5 from train")
+    r.add_argument("--models", default=str(ROOT / "models"))
+    r.set_defaults(func=release)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
