@@ -63,6 +63,9 @@ class Preset:
             the weights folder's SHA256SUMS (written by the release export) is checked.
         description: one line for `humanmatting list`.
         metrics: validation figures from the model card.
+        flip: whether `Matter` averages each still image's alpha with its mirror image's by
+            default (test-time augmentation, twice the compute; video and webcam frames in
+            `demo.py` never do).
     """
 
     name: str
@@ -73,6 +76,7 @@ class Preset:
     sha256: str | None = None
     description: str = ""
     metrics: dict = dataclasses.field(default_factory=dict)
+    flip: bool = False
 
 
 def weights_dir():

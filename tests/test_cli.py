@@ -68,17 +68,20 @@ def test_predict_errors(tmp_path, sample_path):
 
 
 @pytest.mark.slow
-def test_predict_with_flip_matches_the_python_api(tmp_path):
+@pytest.mark.parametrize("flag, flip", [(None, True), ("--no-flip", False)])
+def test_predict_flip_matches_the_python_api(tmp_path, flag, flip):
     from humanmatting.inference import Matter
 
     image = make_person_image(64, 96, seed=5)
     cv2.imwrite(str(tmp_path / "p.png"), image)
     result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "a.png",
-                     "--model", "likeunet_dark", "--flip", cwd=tmp_path)
+                     "--model", "likeunet_dark", *([flag] if flag else []), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     got = cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) / 255
     rgb = np.ascontiguousarray(image[..., ::-1])
-    expected = Matter("likeunet_dark", flip=True).predict(rgb)
+    expected = Matter("likeunet_dark", flip=flip).predict(rgb)
+    other = Matter("likeunet_dark", flip=not flip).predict(rgb)
+    assert np.abs(expected - other).max() > 4 / 255      # the two settings differ here
     np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
 
 

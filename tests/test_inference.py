@@ -136,7 +136,7 @@ def test_softmax_output_convention():
 
 def test_flip_averages_the_mirrored_prediction():
     image = make_person_image(70, 130, seed=3)
-    plain = Matter("likeunet_night", sizes=[(64, 128)])
+    plain = Matter("likeunet_night", sizes=[(64, 128)], flip=False)
     flipped = Matter("likeunet_night", sizes=[(64, 128)], flip=True)
     x = plain.preprocess(image)
     a = np.asarray(plain._run(x))[0]
@@ -147,6 +147,14 @@ def test_flip_averages_the_mirrored_prediction():
     # A mirrored image gives the mirrored alpha, up to the resize.
     mirrored = flipped.predict(np.ascontiguousarray(image[:, ::-1]))[:, ::-1]
     np.testing.assert_allclose(mirrored, flipped.predict(image), atol=0.02)
+
+
+def test_flip_defaults_to_the_preset():
+    assert Matter("likeunet_night").flip and Matter("likeunet_dark", weights=None).flip
+    assert not Matter("likeunet_night_lite").flip          # the real-time model stays 1x
+    assert not Matter("likeunet_night", flip=False).flip
+    inputs = keras.Input((None, None, 3))
+    assert not Matter(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))).flip
 
 
 def test_run_is_the_model_alone_at_its_resolution(matter):

@@ -84,3 +84,29 @@ def test_pack_train_release(tmp_path):
     x = np.random.default_rng(0).uniform(0, 1, (1, 64, 96, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(deployed(x)), np.asarray(fuse(trained)(x)),
                                atol=1e-5)
+
+
+@pytest.mark.slow
+def test_train_starts_a_gray_model_from_nights_release(tmp_path):
+    import humanmatting
+
+    data = make_folder_dataset(tmp_path / "people", count=6, shape=(96, 72))
+    packed = tmp_path / "packed"
+    assert train_device.main(["pack", "--out", str(packed), "--data", f"{data}:1",
+                              "--val-fraction", "0.3"]) == 0
+    night = tmp_path / "night.weights.h5"
+    humanmatting.create_model("likeunet_night", weights=None).save_weights(night)
+
+    def train(source_model):
+        return subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "train_device.py"), "train", "--data",
+             str(packed), "--model", "likeunet_dark", "--init-deploy", str(night),
+             "--init-deploy-model", source_model, "--out", str(tmp_path / "run"), "--epochs",
+             "1", "--steps-per-epoch", "1", "--batch", "2", "--workers", "1", "--sizes",
+             "64x64", "--no-jit"], capture_output=True, text=True, timeout=600)
+
+    result = train("likeunet_night")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "initialised 18 layers from the deploy-form" in result.stdout
+    result = train("likeunet_night_lite")             # the file is not Night-Lite's
+    assert result.returncode != 0 and "night.weights.h5" in result.stderr

@@ -12,7 +12,7 @@ import humanmatting
 from conftest import make_folder_dataset
 from humanmatting.training import load_config
 from humanmatting.training.fit import fit
-from humanmatting.training.transfer import init_from_deploy, transfer_weights
+from humanmatting.training.transfer import init_from_deploy, transfer_deploy, transfer_weights
 
 TINY = {"filters": [4, 4, 4, 4, 4], "bottleneck_filters": 4, "edge_filters": 4}
 
@@ -116,6 +116,29 @@ def test_transfer_rgb_plain_to_gray_acnet_keeps_the_function():
     rgb = np.repeat(gray, 3, axis=-1)
     np.testing.assert_allclose(np.asarray(dst(gray, training=False)),
                                np.asarray(src(rgb, training=False)), atol=1e-5)
+
+
+@pytest.mark.parametrize("dst_name", ["likeunet_dark", "likeunet_dark_light"])
+def test_transfer_deploy_carries_night_to_gray(dst_name):
+    """Night's fused RGB weights into a fused gray model: the same output on a gray image."""
+    from humanmatting.fusion import fuse
+
+    rng = np.random.default_rng(4)
+    trained = humanmatting.create_model("likeunet_night", weights=None, deploy=False)
+    for w in trained.weights:
+        if "moving_variance" in w.path:
+            w.assign(rng.uniform(0.5, 2, w.shape))
+        elif "moving_mean" in w.path or "beta" in w.path or w.path.endswith("bias"):
+            w.assign(rng.normal(0, 0.3, w.shape))
+    night = fuse(trained)
+    dst = humanmatting.create_model(dst_name, weights=None)
+    copied = transfer_deploy(night, dst)
+    assert len(copied) == len([layer for layer in dst.layers if layer.weights])
+    gray = rng.uniform(0, 1, (2, 64, 96, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(dst(gray)), np.asarray(night(np.repeat(gray, 3, -1))),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="training form"):
+        transfer_deploy(trained, dst)
 
 
 @pytest.mark.parametrize("name", ["likeunet_night_lite", "likeunet_dark_light", "likeunet_night",

@@ -25,6 +25,7 @@ best.weights.h5` (here) fuses them into `models/` and updates `models/SHA256SUMS
 """
 
 import argparse
+import collections
 import csv
 import json
 import math
@@ -188,6 +189,22 @@ def _worker_init(root, sizes, channels, scale, batch):
                   batch=batch)
 
 
+def _prefetched(pool, seeds, ahead):
+    """Batches for `seeds` in order, at most `ahead` made in advance.
+
+    `Pool.imap` would keep its workers busy until every seed is done and hold all their
+    results in memory: on a CPU, where the workers outpace training, that grew one run past
+    20 GiB.
+    """
+    pending = collections.deque()
+    for seed in seeds:
+        pending.append(pool.apply_async(_make_batch, (seed,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
 def _make_batch(seed):
     s = _STATE
     rng = np.random.default_rng(seed)
@@ -298,7 +315,20 @@ def train(args):
     elif args.init_deploy:   # a released, fused file: unfused with calibrated BatchNorm
         from humanmatting.training.transfer import init_from_deploy
 
-        src = create_model(args.model, weights=args.init_deploy, deploy=True)
+        if args.init_deploy_model and args.init_deploy_model != args.model:
+            # another variant's release (e.g. Night's RGB into Dark): carried across in
+            # deploy form, then unfused like a release of this model
+            from humanmatting.training.transfer import transfer_deploy
+
+            src = create_model(args.model, weights=None, deploy=True)
+            other = create_model(args.init_deploy_model, weights=args.init_deploy, deploy=True)
+            scale = get_preset(args.init_deploy_model).input.scale / spec.scale
+            copied = transfer_deploy(other, src, input_scale=scale)
+            if len(copied) != len([x for x in src.layers if x.weights]):
+                raise ValueError(f"{args.init_deploy} ({args.init_deploy_model}) does not fit "
+                                 f"{args.model}: only {copied} carried across")
+        else:
+            src = create_model(args.model, weights=args.init_deploy, deploy=True)
         data = Packed(args.data, "train")
         rng = np.random.default_rng(args.seed)
         people = [d for d in data.sets if d["kind"] != "backgrounds"]
@@ -331,7 +361,7 @@ def train(args):
     best, history, step = -1.0, [], 0
     with pool:
         seeds = iter(range(args.seed * 10**7, args.seed * 10**7 + total_steps))
-        batches = pool.imap(_make_batch, seeds, chunksize=2)
+        batches = _prefetched(pool, seeds, ahead=4 * args.workers)
         for epoch in range(args.epochs):
             losses = []
             for _ in range(steps_per_epoch):
@@ -358,7 +388,7 @@ def train(args):
             if (time.time() - start - compiling) / 60 > args.minutes:
                 print(f"stopping at the time limit after epoch {epoch}", flush=True)
                 break
-        pool.terminate()   # workers may be blocked on a full queue: do not wait for them
+        pool.terminate()   # do not wait for the batches made ahead
     if args.save_last:
         model.save_weights(out / "last.weights.h5")
     run = {"model": args.model, "init": args.init, "backend": keras.backend.backend(),
@@ -383,6 +413,9 @@ def main(argv=None):
     t.add_argument("--model", required=True)
     t.add_argument("--init", default="", help="training-form .weights.h5 to start from")
     t.add_argument("--init-deploy", default="", help="or a released (fused) .weights.h5")
+    t.add_argument("--init-deploy-model", default="",
+                   help="the registered model the --init-deploy file belongs to, when it is "
+                        "another variant (e.g. likeunet_night's release to start likeunet_dark)")
     t.add_argument("--out", required=True)
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--steps-per-epoch", type=int, default=100)
@@ -406,7 +439,11 @@ def main(argv=None):
     r.add_argument("--models", default=str(ROOT / "models"))
     r.set_defaults(func=release)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:   # bad data folder, weights that do not fit
+        print(f"train_device.py {args.command}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

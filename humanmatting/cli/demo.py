@@ -252,7 +252,8 @@ def run(args):
     from humanmatting.inference import Matter
 
     try:
-        matter = Matter(model)
+        # still images get the model's test-time flip; video and webcam frames stay real time
+        matter = Matter(model, flip=None if image is not None else False)
     except (ValueError, FileNotFoundError) as err:
         raise DemoError(str(err)) from None
     if image is not None:

@@ -50,8 +50,9 @@ def _add_predict(sub):
                    help="alpha: 8-bit gray matte; rgba: cut-out PNG; composite: on --background")
     p.add_argument("--background", default="white",
                    help="for --format composite: colour name, #rrggbb, r,g,b or an image path")
-    p.add_argument("--flip", action="store_true",
-                   help="test-time augmentation: average with the mirrored prediction (2x time)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average with the mirrored prediction (2x "
+                        "time); default: the model's own (on for Night, Dark, Dark-Light)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -166,8 +167,9 @@ def _add_eval(sub):
     p.add_argument("--peer-tflite", default=None,
                    help="also score a TFLite peer (e.g. MediaPipe Selfie) on the same images")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--flip", action="store_true",
-                   help="test-time augmentation: average with the mirrored prediction (2x time)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average with the mirrored prediction (2x "
+                        "time); default: the model's own (on for Night, Dark, Dark-Light)")
     p.set_defaults(func=cmd_eval)
 
 

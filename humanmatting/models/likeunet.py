@@ -100,7 +100,7 @@ def likeunet(*, input_channels=3, filters=(16, 32, 32, 32, 64), bottleneck_filte
 
 
 def likeunet_lite(*, input_channels=3, filters=(16, 24, 32, 48, 64), bottleneck_filters=None,
-                  edge_filters=16, acnet_norm="branch", deploy=True,
+                  edge_filters=16, depths=(1, 1, 1, 1, 1), acnet_norm="branch", deploy=True,
                   name="likeunet_lite"):
     """Builds a fast LikeUnet: stride-2 stem, depthwise-separable ACNet blocks, 1/2-res head.
 
@@ -111,6 +111,9 @@ def likeunet_lite(*, input_channels=3, filters=(16, 24, 32, 48, 64), bottleneck_
         bottleneck_filters: width of the last encoder stage's pointwise conv (default
             filters[-1]).
         edge_filters: width of the stride-2 stem.
+        depths: depthwise-separable blocks per encoder stage; blocks after a stage's first
+            keep its width and add their input back (residual), so depth is cheap where the
+            resolution is low.
         acnet_norm: "branch" (paper) or "sum" ACNet form.
         deploy: fused inference form (True) or training form (False).
         name: model name.
@@ -121,8 +124,9 @@ def likeunet_lite(*, input_channels=3, filters=(16, 24, 32, 48, 64), bottleneck_
     """
     if input_channels not in (1, 3):
         raise ValueError(f"input_channels must be 1 or 3, got {input_channels}")
-    if len(filters) != 5:
-        raise ValueError(f"likeunet_lite has five stages, got filters={filters}")
+    if len(filters) != 5 or len(depths) != 5 or min(depths) < 1:
+        raise ValueError(f"likeunet_lite has five stages of at least one block, got "
+                         f"filters={filters}, depths={depths}")
 
     def depthwise(width, block_name):   # 3x3 + 1x3 + 3x1 depthwise in training form
         return ACBlock(width, activation="relu", norm=acnet_norm, depthwise=True,
@@ -140,6 +144,10 @@ def likeunet_lite(*, input_channels=3, filters=(16, 24, 32, 48, 64), bottleneck_
     for i, width in enumerate(widths, start=1):
         x = depthwise(x.shape[-1], f"enc{i}_dw")(x)
         x = pointwise(width, f"enc{i}_pw")(x)
+        for j in range(2, depths[i - 1] + 1):
+            y = depthwise(width, f"enc{i}_{j}_dw")(x)
+            y = pointwise(width, f"enc{i}_{j}_pw")(y)
+            x = keras.layers.Add(name=f"enc{i}_{j}_add")([x, y])
         if i < len(widths):
             skips.append(x)
             x = keras.layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
@@ -161,19 +169,19 @@ RGB = InputSpec(channels=3, sizes=SIZES_320)
 RGB_256 = InputSpec(channels=3)
 
 
-@register_model(input=RGB, weights="likeunet_night.weights.h5",
+@register_model(input=RGB, weights="likeunet_night.weights.h5", flip=True,
                 description="LikeUnet Night: RGB input")
 def likeunet_night(**kwargs):
     return likeunet(**{"input_channels": 3, "name": "likeunet_night", **kwargs})
 
 
-@register_model(input=GRAY, weights="likeunet_dark.weights.h5",
+@register_model(input=GRAY, weights="likeunet_dark.weights.h5", flip=True,
                 description="LikeUnet Dark: grayscale input")
 def likeunet_dark(**kwargs):
     return likeunet(**{"input_channels": 1, "name": "likeunet_dark", **kwargs})
 
 
-@register_model(input=GRAY, weights="likeunet_dark_light.weights.h5",
+@register_model(input=GRAY, weights="likeunet_dark_light.weights.h5", flip=True,
                 description="LikeUnet Dark-Light: grayscale, trained in ACNet form")
 def likeunet_dark_light(**kwargs):
     return likeunet(**{"input_channels": 1, "acnet": True, "acnet_norm": "sum",

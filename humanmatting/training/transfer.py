@@ -91,6 +91,16 @@ def _transfer_block(src, dst, scale, is_input):
     return True
 
 
+def _shared_layers(src, dst):
+    """(dst layer, src layer of the same name, whether it reads dst's input), weighted only."""
+    src_layers = {layer.name: layer for layer in src.layers}
+    inputs = {id(t) for t in dst.inputs}
+    for layer in dst.layers:
+        other = src_layers.get(layer.name)
+        if other is not None and layer.weights:
+            yield layer, other, id(layer.input) in inputs
+
+
 def transfer_weights(src, dst, *, input_scale=1.0):
     """Copies weights from `src` into `dst` for every layer name they share.
 
@@ -100,14 +110,8 @@ def transfer_weights(src, dst, *, input_scale=1.0):
     Returns:
         Names of the layers that received weights.
     """
-    src_layers = {layer.name: layer for layer in src.layers}
-    inputs = {id(t) for t in dst.inputs}
     copied = []
-    for layer in dst.layers:
-        other = src_layers.get(layer.name)
-        if other is None or not layer.weights:
-            continue
-        is_input = id(layer.input) in inputs
+    for layer, other, is_input in _shared_layers(src, dst):
         blocks = (ACBlock, ConvBN)
         if isinstance(layer, blocks) and isinstance(other, blocks):
             sum_forms = all(not isinstance(x, ACBlock) or x.norm == "sum"
@@ -123,6 +127,50 @@ def transfer_weights(src, dst, *, input_scale=1.0):
             new[0] = _adapt_input(new[0], layer.weights[0].shape[2], input_scale)
         if all(n is not None and n.shape == tuple(m.shape) for n, m in zip(new, layer.weights)):
             layer.set_weights(new)
+            copied.append(layer.name)
+    return copied
+
+
+def transfer_deploy(src, dst, *, input_scale=1.0):
+    """Copies a deploy-form model's weights into another deploy-form model, by layer name.
+
+    The deploy form of every LikeUnet variant is the same network of plain convolutions, so
+    this carries a released model across input conventions (Night's RGB -> Dark's gray: the
+    input kernels summed, since a gray image is R = G = B, so the copy computes on a gray
+    image exactly what the source computes on that image's RGB form) and across training
+    forms (a fused plain Dark is a fused ACNet Dark-Light). Layers whose shapes do not fit are
+    left alone.
+
+    Args:
+        src: deploy-form keras.Model.
+        dst: deploy-form keras.Model.
+        input_scale: src input scale / dst input scale.
+
+    Returns:
+        Names of the layers that received weights.
+    """
+    blocks = (ACBlock, ConvBN)
+    for model in (src, dst):
+        if any(isinstance(x, blocks) and not x.deploy for x in model.layers):
+            raise ValueError(f"transfer_deploy takes deploy-form models; {model.name!r} is in "
+                             "training form")
+    copied = []
+    for layer, other, is_input in _shared_layers(src, dst):
+        if isinstance(layer, blocks) != isinstance(other, blocks):
+            continue
+        if isinstance(layer, blocks):
+            new = [w.astype(np.float32) for w in other.fused_weights()]
+            target = layer.conv
+        elif type(layer) is type(other):
+            new = [w.numpy() for w in other.weights]
+            target = layer
+        else:
+            continue
+        if is_input and new[0].ndim == 4:
+            new[0] = _adapt_input(new[0], target.weights[0].shape[2], input_scale)
+        if len(new) == len(target.weights) and all(
+                n is not None and n.shape == tuple(m.shape) for n, m in zip(new, target.weights)):
+            target.set_weights(new)
             copied.append(layer.name)
     return copied
 
