@@ -63,3 +63,18 @@ def test_builder_rejects_bad_channels():
 
     with pytest.raises(ValueError, match="input_channels"):
         likeunet(input_channels=2)
+
+
+def test_lite_depths_add_residual_blocks_that_fuse():
+    from humanmatting.models.likeunet import likeunet_lite
+
+    deep = likeunet_lite(depths=(1, 1, 2, 3, 1), deploy=False)
+    names = [layer.name for layer in deep.layers]
+    assert {"enc3_2_dw", "enc3_2_add", "enc4_3_pw"} <= set(names) and "enc2_2_dw" not in names
+    assert deep.count_params() > likeunet_lite(deploy=False).count_params()
+    randomize_batchnorm(deep, seed=2)
+    x = np.random.default_rng(1).uniform(0, 1, (1, 64, 96, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(humanmatting.fuse(deep)(x)),
+                               np.asarray(deep(x, training=False)), atol=1e-5)
+    with pytest.raises(ValueError, match="depths"):
+        likeunet_lite(depths=(1, 1, 0, 1, 1))

@@ -103,10 +103,27 @@ def test_train_starts_a_gray_model_from_nights_release(tmp_path):
              str(packed), "--model", "likeunet_dark", "--init-deploy", str(night),
              "--init-deploy-model", source_model, "--out", str(tmp_path / "run"), "--epochs",
              "1", "--steps-per-epoch", "1", "--batch", "2", "--workers", "1", "--sizes",
-             "64x64", "--no-jit"], capture_output=True, text=True, timeout=600)
+             "64x64", "--no-jit", "--freeze-bn"], capture_output=True, text=True, timeout=600)
 
     result = train("likeunet_night")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "initialised 18 layers from the deploy-form" in result.stdout
+    assert '{"initial": {"people": ' in result.stdout      # scored before the first step
     result = train("likeunet_night_lite")             # the file is not Night-Lite's
     assert result.returncode != 0 and "night.weights.h5" in result.stderr
+
+
+def test_freeze_batchnorm_makes_training_mode_the_inference_function():
+    import humanmatting
+    from conftest import randomize_batchnorm
+
+    model = humanmatting.create_model("likeunet_dark_light", weights=None, deploy=False)
+    randomize_batchnorm(model, seed=1)
+    x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 1)).astype("float32")
+    assert np.abs(np.asarray(model(x, training=True)) -
+                  np.asarray(model(x, training=False))).max() > 1e-3
+    before = len(model.trainable_weights)
+    assert train_device._freeze_batchnorm(model) == 15     # one per block (sum-form ACNet)
+    assert len(model.trainable_weights) == before - 2 * 15  # gamma and beta of each
+    np.testing.assert_allclose(np.asarray(model(x, training=True)),
+                               np.asarray(model(x, training=False)), atol=0)

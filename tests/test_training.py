@@ -163,10 +163,12 @@ def test_init_from_deploy_keeps_the_released_function(name):
     copied = init_from_deploy(released, dst, images)
     assert len(copied) == len([layer for layer in dst.layers if layer.weights])
     expected = np.asarray(released(images))
-    np.testing.assert_allclose(np.asarray(dst(images, training=False)), expected, atol=2e-5)
+    # float32 rounding grows with the activations: the original reads raw 0-255 values
+    atol = 2e-5 if spec.scale < 1 else 1e-4
+    np.testing.assert_allclose(np.asarray(dst(images, training=False)), expected, atol=atol)
     in_training = np.asarray(dst(images, training=True))   # batch statistics: close, not exact
     assert np.abs(in_training - expected).mean() < 0.02
-    np.testing.assert_allclose(np.asarray(fuse(dst)(images)), expected, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(fuse(dst)(images)), expected, atol=atol)
     with pytest.raises(ValueError, match="lacks the blocks"):
         other = "likeunet_night" if name == "likeunet_night_lite" else "likeunet_night_lite"
         init_from_deploy(humanmatting.create_model(other, weights=None), dst, images)

@@ -189,6 +189,23 @@ def _worker_init(root, sizes, channels, scale, batch):
                   batch=batch)
 
 
+def _freeze_batchnorm(model):
+    """Every BatchNorm in inference mode with its statistics and affine weights fixed.
+
+    Fine-tuning with small batches (a CPU's 8) otherwise pulls the moving statistics of a
+    converged model towards noisy batch statistics; Keras 3 runs a non-trainable
+    BatchNormalization in inference mode even when training.
+    """
+    import keras
+
+    frozen = 0
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
 def _prefetched(pool, seeds, ahead):
     """Batches for `seeds` in order, at most `ahead` made in advance.
 
@@ -345,6 +362,8 @@ def train(args):
     total_steps = args.epochs * steps_per_epoch
     # the learning rate follows a cosine over the run's time budget (or its epochs, whichever
     # ends first), after a linear warm-up in steps, so a run cut by --minutes still anneals
+    if args.freeze_bn:
+        _freeze_batchnorm(model)
     model.compile(optimizer=keras.optimizers.AdamW(args.lr, weight_decay=args.weight_decay),
                   loss=MattingLoss(), jit_compile=args.jit)
 
@@ -356,8 +375,11 @@ def train(args):
     val = _val_batches(Packed(args.data, "val"), spec, sizes)
     print(f"validation: {sum(len(v) for v in val.values())} images in {len(val)} buckets",
           flush=True)
+    if args.init or args.init_deploy:   # the starting point, to judge the epochs by
+        print(json.dumps({"initial": _val_iou(model, val)}), flush=True)
     start = time.time()
     compiling = 0.0   # seconds spent in steps that compiled a new shape: not in the schedule
+    compiled = set()
     best, history, step = -1.0, [], 0
     with pool:
         seeds = iter(range(args.seed * 10**7, args.seed * 10**7 + total_steps))
@@ -370,7 +392,8 @@ def train(args):
                     learning_rate(step, time.time() - start - compiling))
                 t0 = time.time()
                 logs = model.train_on_batch(x, y, return_dict=True)
-                if time.time() - t0 > 2.0:
+                if x.shape not in compiled:   # the first step of a shape traces / compiles
+                    compiled.add(x.shape)
                     compiling += time.time() - t0
                 losses.append(logs["loss"])
                 step += 1
@@ -428,6 +451,9 @@ def main(argv=None):
                    "passes this")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--save-last", action="store_true", help="also write last.weights.h5")
+    t.add_argument("--freeze-bn", action="store_true",
+                   help="keep every BatchNorm in inference mode with its statistics fixed "
+                        "(fine-tuning with small batches, e.g. on a CPU)")
     t.add_argument("--sizes", default="", help="bucket sizes HxW,HxW,... (default: the "
                    "9 sizes of SIZES_256); each new shape compiles once")
     t.add_argument("--no-jit", dest="jit", action="store_false",
