@@ -117,7 +117,7 @@ class Matter:
         threads: with backend onnx/tflite, the runtime's thread count.
         flip: test-time augmentation: also run the mirrored input and average the two
             alphas (twice the compute; on the validation split of ../shared/data it lifts
-            likeunet_night's IoU by 0.0035 on portraits and 0.005 on full-body photos).
+            likeunet_night's IoU by 0.003 on portraits and 0.005 on full-body photos).
             None: the preset's default (on for Night, Dark and Dark-Light, off for the
             real-time Night-Lite and for a keras.Model passed directly).
 
