@@ -36,6 +36,48 @@ def test_augment_gives_the_bucket_size_and_a_matching_alpha():
             assert gray[alpha > 0.9].mean() > gray[alpha < 0.1].mean()
 
 
+def test_batches_travel_as_uint8_and_become_rough_targets():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (120, 90, 3), dtype=np.uint8)
+    mask = np.zeros((120, 90), np.uint8)
+    mask[40:, 20:70] = 255
+    data = train_device.Packed.__new__(train_device.Packed)
+    data.sets = [{"name": "people", "kind": "folder", "weight": 1.0, "items": [(rgb, mask)]}]
+    data.backgrounds = []
+    train_device._STATE.update(data=data, sizes=[(64, 96)], channels=1, batch=3)
+    images, alphas = train_device._make_batch(7)
+    assert images.shape == (3, 64, 96, 1) and images.dtype == np.uint8
+    assert alphas.shape == (3, 64, 96) and alphas.dtype == np.uint8
+    x, y = train_device._as_float((images, alphas), 1 / 255)
+    assert x.dtype == np.float32 and x.max() <= 1
+    np.testing.assert_allclose(x * 255, images, atol=1e-4)
+    assert y.shape == (3, 64, 96, 2) and (y[..., 1] == 0).all()   # rough: no refined flag
+    np.testing.assert_allclose(y[..., 0], alphas / 255, atol=1e-6)
+
+
+def test_mix_parses_and_rejects_bad_text():
+    assert train_device._parse_mix("a=0.5, b=1") == {"a": 0.5, "b": 1.0}
+    assert train_device._parse_mix("") == {}
+    with pytest.raises(ValueError, match="NAME=WEIGHT"):
+        train_device._parse_mix("a:0.5")
+
+
+def test_in_thread_keeps_order_and_raises_the_producers_error():
+    assert list(train_device._in_thread(iter(range(10)), ahead=2)) == list(range(10))
+
+    def broken():
+        yield 1
+        raise ValueError("bad batch")
+
+    items = train_device._in_thread(broken(), ahead=2)
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="bad batch"):
+        next(items)
+
+
+ARCH = '{"filters": [8, 8, 16, 16, 24], "depths": [1, 1, 1, 2, 2]}'
+
+
 @pytest.mark.slow
 def test_pack_train_release(tmp_path):
     data = make_folder_dataset(tmp_path / "people", count=12, shape=(96, 72))
@@ -60,27 +102,32 @@ def test_pack_train_release(tmp_path):
         [sys.executable, str(ROOT / "tools" / "train_device.py"), "train", "--data",
          str(packed), "--model", "likeunet_night_lite", "--out", str(out), "--epochs", "2",
          "--steps-per-epoch", "2", "--batch", "2", "--workers", "1", "--warmup-steps", "1",
-         "--sizes", "64x64,64x96", "--no-jit", "--minutes", "5"],
+         "--sizes", "64x64,64x96", "--no-jit", "--minutes", "5", "--arch", ARCH,
+         "--mix", "people=0.5,bg=0.5"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert len(rows) == 2 and 0 <= float(rows[-1]["val_iou_mean"]) <= 1
+    assert float(rows[-1]["images_per_s"]) > 0
     run = json.loads((out / "run.json").read_text())
     assert run["epochs_done"] == 2 and run["model"] == "likeunet_night_lite"
+    assert run["arch"] == json.loads(ARCH)
 
     models = tmp_path / "models"
     models.mkdir()
     assert train_device.main(["release", "--model", "likeunet_night_lite", "--weights",
-                              str(out / "best.weights.h5"), "--models", str(models)]) == 0
+                              str(out / "best.weights.h5"), "--models", str(models),
+                              "--arch", ARCH]) == 0
     released = models / "likeunet_night_lite.weights.h5"
     assert released.stat().st_size < 5 * 2**20
     assert released.name in (models / "SHA256SUMS").read_text()
     import humanmatting
     from humanmatting.fusion import fuse
 
+    arch = json.loads(ARCH)
     trained = humanmatting.create_model("likeunet_night_lite", weights=out / "best.weights.h5",
-                                        deploy=False)
-    deployed = humanmatting.create_model("likeunet_night_lite", weights=released)
+                                        deploy=False, **arch)
+    deployed = humanmatting.create_model("likeunet_night_lite", weights=released, **arch)
     x = np.random.default_rng(0).uniform(0, 1, (1, 64, 96, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(deployed(x)), np.asarray(fuse(trained)(x)),
                                atol=1e-5)
