@@ -193,6 +193,7 @@ def likeunet_dark_light(**kwargs):
                             "ACNet blocks, trained in ACNet form")
 def likeunet_night_lite(**kwargs):
     return likeunet_lite(**{"input_channels": 3, "acnet_norm": "branch",
+                            "filters": (16, 16, 32, 128, 192), "depths": (1, 1, 1, 3, 3),
                             "name": "likeunet_night_lite", **kwargs})
 
 
