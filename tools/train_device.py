@@ -266,9 +266,7 @@ def _make_batch(seed):
         d = sets[rng.choice(len(sets), p=weights / weights.sum())]
         rgb, mask = d["items"][rng.integers(len(d["items"]))]
         image, alpha = augment(rng, rgb, mask, size, s["data"].backgrounds)
-        if s["channels"] == 1:
-            image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[..., None]
-        xs.append(image)
+        xs.append(_channels(image, s["channels"]))
         ys.append(np.rint(alpha * 255).astype(np.uint8))
     return np.stack(xs), np.stack(ys)
 
@@ -281,10 +279,15 @@ def _as_float(batch, scale):
             np.concatenate([y, np.zeros_like(y)], axis=-1))
 
 
-def _to_input(image, channels, scale):
+def _channels(image, channels):
+    """An RGB uint8 image as the model's channels (gray: (H, W, 1))."""
     if channels == 1:
-        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[..., None]
-    return image.astype(np.float32) * np.float32(scale)
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[..., None]
+    return image
+
+
+def _to_input(image, channels, scale):
+    return _channels(image, channels).astype(np.float32) * np.float32(scale)
 
 
 def _val_batches(data, spec, sizes):
