@@ -162,20 +162,49 @@ def load_runner(path, fmt, threads=None):
 
 
 class _TFLiteRunner:
-    """Runs a TFLite file at any input size (the input tensor is resized when it changes)."""
+    """Runs a TFLite file at any input size (the input tensor is resized when it changes).
+
+    The interpreter applies TFLite's default XNNPACK delegate. Some int8 files (seen with
+    randomly initialised models: a conv whose quantisation scales XNNPACK rejects) make it fail
+    to prepare; the runner then warns and goes on with TFLite's built-in kernels (slower, same
+    results up to rounding) instead of failing: `delegated` says which.
+    """
 
     def __init__(self, path, threads=None):
-        import tensorflow as tf
-
-        self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+        self.path = str(path)
+        self.threads = threads
+        self.delegated = True
+        self.interpreter = self._interpreter()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.shape = None
 
+    def _interpreter(self):
+        import tensorflow as tf
+
+        kwargs = {} if self.delegated else {"experimental_op_resolver_type": (
+            tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)}
+        return tf.lite.Interpreter(model_path=self.path, num_threads=self.threads, **kwargs)
+
+    def _allocate(self, shape):
+        self.interpreter.resize_tensor_input(self.input["index"], shape)
+        self.interpreter.allocate_tensors()
+
     def __call__(self, x):
         if self.shape != x.shape:
-            self.interpreter.resize_tensor_input(self.input["index"], x.shape)
-            self.interpreter.allocate_tensors()
+            try:
+                self._allocate(x.shape)
+            except RuntimeError as err:
+                if not self.delegated or "XNNPACK" not in str(err):
+                    raise
+                import warnings
+
+                warnings.warn(f"{self.path}: TFLite's XNNPACK delegate cannot prepare this "
+                              f"model ({str(err).strip()}); running it with the built-in "
+                              f"kernels instead (slower)", RuntimeWarning, stacklevel=2)
+                self.delegated = False
+                self.interpreter = self._interpreter()
+                self._allocate(x.shape)
             self.shape = x.shape
         self.interpreter.set_tensor(self.input["index"], x)
         self.interpreter.invoke()

@@ -1,5 +1,8 @@
 """Export to SavedModel, ONNX and TFLite agrees with Keras; Matter's onnx/tflite backends."""
 
+import warnings
+
+import keras
 import numpy as np
 import pytest
 
@@ -14,6 +17,7 @@ TINY = {"filters": [4, 8, 8, 8, 8], "bottleneck_filters": 8, "edge_filters": 4}
 @pytest.fixture(scope="module")
 def tiny_acnet():
     """A small Night-Lite in training form with random BatchNorm statistics."""
+    keras.utils.set_random_seed(2)   # fixed: some random kernels make int8 files XNNPACK rejects
     model = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False, **TINY)
     randomize_batchnorm(model, seed=11)
     return model
@@ -42,6 +46,62 @@ def test_quantized_tflite_reports_agreement(tmp_path, tiny_acnet, quantize):
     assert (np.float16 if quantize == "fp16" else np.int8) in dtypes   # weights stored quantized
     fp32 = export(tiny_acnet, "tflite", tmp_path / "f.tflite")
     assert fp32["quantize"] is None
+
+
+def test_int8_file_that_xnnpack_rejects_still_runs(tmp_path):
+    """Seed 0 gives int8 scales that TFLite 2.21's XNNPACK delegate fails to prepare."""
+    import tensorflow as tf
+
+    from humanmatting.export import load_runner
+
+    keras.utils.set_random_seed(0)
+    model = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False, **TINY)
+    randomize_batchnorm(model, seed=11)
+    images = [make_person_image(120, 90, seed=i) for i in range(4)]
+    path = tmp_path / "q.tflite"
+    export(model, "tflite", path, quantize="int8", representative=images)
+    x = np.random.default_rng(1).uniform(0, 1, (1, 64, 96, 3)).astype(np.float32)
+    plain = tf.lite.Interpreter(model_path=str(path), experimental_op_resolver_type=(
+        tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    plain.resize_tensor_input(0, x.shape)
+    plain.allocate_tensors()
+    plain.set_tensor(plain.get_input_details()[0]["index"], x)
+    plain.invoke()
+    expected = plain.get_tensor(plain.get_output_details()[0]["index"])[..., 1]
+    runner = load_runner(path, "tflite")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = runner(x)
+    np.testing.assert_allclose(got, expected, atol=1 / 128)   # int8 output steps are 1/256
+    fell_back = [w for w in caught if "XNNPACK delegate cannot prepare" in str(w.message)]
+    assert runner.delegated != bool(fell_back)   # warned exactly when it left the delegate
+
+
+def test_tflite_runner_falls_back_when_the_delegate_fails(tmp_path, tiny_acnet, monkeypatch):
+    from humanmatting import export as export_module
+
+    path = tmp_path / "f.tflite"
+    export(tiny_acnet, "tflite", path)
+    x = np.random.default_rng(2).uniform(0, 1, (1, 64, 96, 3)).astype(np.float32)
+    expected = export_module.load_runner(path, "tflite")(x)
+    real = export_module._TFLiteRunner._allocate
+
+    def failing(self, shape):   # the delegate's failure, as TFLite reports it
+        if self.delegated:
+            raise RuntimeError("failed to create XNNPACK runtimeNode number 52 "
+                               "(TfLiteXNNPackDelegate) failed to prepare.")
+        real(self, shape)
+
+    monkeypatch.setattr(export_module._TFLiteRunner, "_allocate", failing)
+    runner = export_module.load_runner(path, "tflite")
+    with pytest.warns(RuntimeWarning, match=r"f\.tflite: TFLite's XNNPACK delegate cannot"):
+        got = runner(x)
+    assert not runner.delegated
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    monkeypatch.setattr(export_module._TFLiteRunner, "_allocate",
+                        lambda self, shape: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="other"):   # other errors are not swallowed
+        export_module.load_runner(path, "tflite")(x)
 
 
 def test_export_errors(tmp_path, tiny_acnet):
