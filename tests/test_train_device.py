@@ -55,6 +55,34 @@ def test_batches_travel_as_uint8_and_become_rough_targets():
     np.testing.assert_allclose(y[..., 0], alphas / 255, atol=1e-6)
 
 
+def test_distil_targets_blend_the_teachers_probability():
+    y = np.zeros((1, 1, 3, 2), np.float32)
+    y[0, 0, :, 0] = [1.0, 0.0, 1.0]
+    teacher = np.array([[[0.5, 0.25, 1.5]]], np.float32)    # 1.5: clipped to 1
+    out = train_device.distil_targets(y, teacher, 0.4)
+    np.testing.assert_allclose(out[0, 0, :, 0], [0.8, 0.1, 1.0])   # 0.6 a + 0.4 t
+    np.testing.assert_array_equal(out[..., 1], 0)                    # still rough targets
+    np.testing.assert_array_equal(y[0, 0, :, 0], [1, 0, 1])          # the input is untouched
+    np.testing.assert_array_equal(train_device.distil_targets(y, teacher, 0.0), y)
+    with pytest.raises(ValueError, match="distil-weight"):
+        train_device.distil_targets(y, teacher, 1.5)
+    with pytest.raises(ValueError, match="does not match"):
+        train_device.distil_targets(y, teacher[:, :, :2], 0.5)
+
+
+def test_teacher_must_read_the_students_input():
+    import argparse
+
+    from humanmatting.registry import get_preset
+
+    args = argparse.Namespace(teacher="likeunet_dark", teacher_weights="", model="likeunet_night",
+                              jit=False, distil_weight=0.5)
+    with pytest.raises(ValueError, match="1-channel input .* likeunet_night reads 3"):
+        train_device._teacher(args, get_preset("likeunet_night").input)
+    args.teacher = ""
+    assert train_device._teacher(args, get_preset("likeunet_night").input) is None
+
+
 def test_mix_parses_and_rejects_bad_text():
     assert train_device._parse_mix("a=0.5, b=1") == {"a": 0.5, "b": 1.0}
     assert train_device._parse_mix("") == {}
@@ -103,7 +131,7 @@ def test_pack_train_release(tmp_path):
          str(packed), "--model", "likeunet_night_lite", "--out", str(out), "--epochs", "2",
          "--steps-per-epoch", "2", "--batch", "2", "--workers", "1", "--warmup-steps", "1",
          "--sizes", "64x64,64x96", "--no-jit", "--minutes", "5", "--arch", ARCH,
-         "--mix", "people=0.5,bg=0.5"],
+         "--mix", "people=0.5,bg=0.5", "--teacher", "likeunet_night", "--distil-weight", "0.3"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((out / "history.csv").open()))
@@ -112,6 +140,8 @@ def test_pack_train_release(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["epochs_done"] == 2 and run["model"] == "likeunet_night_lite"
     assert run["arch"] == json.loads(ARCH)
+    assert run["teacher"] == "likeunet_night" and run["distil_weight"] == 0.3
+    assert "distilling from likeunet_night (weight 0.3)" in result.stdout
 
     models = tmp_path / "models"
     models.mkdir()

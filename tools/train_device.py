@@ -279,6 +279,46 @@ def _as_float(batch, scale):
             np.concatenate([y, np.zeros_like(y)], axis=-1))
 
 
+def distil_targets(y, teacher_prob, weight):
+    """Rough targets blended with a teacher's person probability (knowledge distillation).
+
+    Args:
+        y: (B, H, W, 2) float32 targets from `_as_float` ([alpha, refined flag]).
+        teacher_prob: (B, H, W) the teacher's person probability on the same inputs.
+        weight: the teacher's share w in [0, 1]: alpha <- (1 - w) alpha + w teacher.
+
+    Returns:
+        (B, H, W, 2) float32; the flag is kept, so `MattingLoss` stays cross entropy + soft
+        IoU against the blend (the teacher's soft edges and confidence, anchored to the mask).
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"--distil-weight must be in [0, 1], got {weight}")
+    teacher_prob = np.asarray(teacher_prob, np.float32)
+    if teacher_prob.shape != y.shape[:3]:
+        raise ValueError(f"teacher output {teacher_prob.shape} does not match the targets "
+                         f"{y.shape[:3]}")
+    out = np.array(y, np.float32, copy=True)
+    out[..., 0] = (1.0 - weight) * out[..., 0] + weight * np.clip(teacher_prob, 0.0, 1.0)
+    return out
+
+
+def _teacher(args, spec):
+    """(predict function (B, H, W, C) -> (B, H, W) person probability) for --teacher, or None."""
+    if not args.teacher:
+        return None
+    from humanmatting.registry import create_model, get_preset
+
+    tspec = get_preset(args.teacher).input
+    if (tspec.channels, tspec.scale) != (spec.channels, spec.scale):
+        raise ValueError(f"--teacher {args.teacher} reads {tspec.channels}-channel input "
+                         f"scaled by {tspec.scale:g}; {args.model} reads {spec.channels} "
+                         f"scaled by {spec.scale:g}: they must match")
+    teacher = create_model(args.teacher, weights=args.teacher_weights or "default")
+    teacher.compile(jit_compile=args.jit)
+    print(f"distilling from {args.teacher} (weight {args.distil_weight})", flush=True)
+    return lambda x: np.asarray(teacher.predict_on_batch(x))[..., 1]
+
+
 def _channels(image, channels):
     """An RGB uint8 image as the model's channels (gray: (H, W, 1))."""
     if channels == 1:
@@ -411,6 +451,7 @@ def train(args):
         copied = init_from_deploy(src, model, np.stack(images))
         print(f"initialised {len(copied)} layers from the deploy-form {args.init_deploy}",
               flush=True)
+    teacher = _teacher(args, spec)
     steps_per_epoch = args.steps_per_epoch
     total_steps = args.epochs * steps_per_epoch
     # the learning rate follows a cosine over the run's time budget (or its epochs, whichever
@@ -445,6 +486,8 @@ def train(args):
                 model.optimizer.learning_rate.assign(
                     learning_rate(step, time.time() - start - compiling))
                 t0 = time.time()
+                if teacher is not None:
+                    y = distil_targets(y, teacher(x), args.distil_weight)
                 logs = model.train_on_batch(x, y, return_dict=True)
                 if x.shape not in compiled:   # the first step of a shape traces / compiles
                     compiled.add(x.shape)
@@ -470,7 +513,9 @@ def train(args):
         pool.terminate()   # do not wait for the batches made ahead
     if args.save_last:
         model.save_weights(out / "last.weights.h5")
-    run = {"model": args.model, "arch": arch, "init": args.init, "backend": keras.backend.backend(),
+    run = {"model": args.model, "arch": arch, "init": args.init, "teacher": args.teacher,
+           "distil_weight": args.distil_weight if args.teacher else None,
+           "backend": keras.backend.backend(),
            "best_val_iou_mean": best, "epochs_done": len(history), "steps_per_epoch":
            steps_per_epoch, "batch": args.batch, "lr": args.lr, "seed": args.seed,
            "minutes": (time.time() - start) / 60, "command": " ".join(sys.argv)}
@@ -510,6 +555,12 @@ def main(argv=None):
     t.add_argument("--init-deploy-model", default="",
                    help="the registered model the --init-deploy file belongs to, when it is "
                         "another variant (e.g. likeunet_night's release to start likeunet_dark)")
+    t.add_argument("--teacher", default="", help="a registered model whose predictions on "
+                   "each training batch are blended into the targets (distillation)")
+    t.add_argument("--teacher-weights", default="", help="deploy-form weights for --teacher "
+                   "(default: its release)")
+    t.add_argument("--distil-weight", type=float, default=0.5,
+                   help="the teacher's share of each target alpha (0..1)")
     t.add_argument("--out", required=True)
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--steps-per-epoch", type=int, default=100)
