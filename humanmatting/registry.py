@@ -6,6 +6,7 @@ it (weights file, its sha256, how images are fed in, what comes out) is data on 
 
 import dataclasses
 import hashlib
+import math
 import os
 import sys
 import warnings
@@ -15,8 +16,8 @@ _REGISTRY = {}
 
 #: The model that `Matter`, `demo.py` and `humanmatting predict` use when none is named: the
 #: released model with the best mean validation IoU over portraits and full-body photos
-#: (likeunet_night 0.957 / 0.926; Dark 0.953 / 0.905, Dark-Light 0.951 / 0.902, the original
-#: release 0.967 / 0.298; see the model cards).
+#: (likeunet_night 0.967 / 0.938; Dark 0.967 / 0.938, Dark-Light 0.967 / 0.937, Night-Lite
+#: 0.939 / 0.902, the original release 0.967 / 0.298; see the model cards).
 DEFAULT_MODEL = "likeunet_night"
 #: The grayscale model that `demo.py --gray` uses: the best gray one.
 DEFAULT_GRAY_MODEL = "likeunet_dark"
@@ -30,6 +31,17 @@ SIZES_256 = ((256, 512), (256, 448), (256, 384), (256, 320), (256, 256),
 #: on the validation split, 320 lifts full-body IoU by about 0.02 and costs portraits 0.002).
 SIZES_320 = ((320, 640), (320, 576), (320, 480), (320, 416), (320, 320),
              (416, 320), (480, 320), (576, 320), (640, 320))
+
+
+def check_scales(scales):
+    """Validates test-time scales (positive numbers); returns them as a tuple of floats."""
+    try:
+        scales = tuple(float(s) for s in scales)
+    except (TypeError, ValueError):
+        raise ValueError(f"scales must be numbers, got {scales!r}") from None
+    if not scales or not all(math.isfinite(s) and 0 < s <= 4 for s in scales):
+        raise ValueError(f"scales must be one or more numbers in (0, 4], got {scales}")
+    return scales
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +78,9 @@ class Preset:
         flip: whether `Matter` averages each still image's alpha with its mirror image's by
             default (test-time augmentation, twice the compute; video and webcam frames in
             `demo.py` never do).
+        scales: multiples of the chosen size that `Matter` runs each still image at by
+            default, averaging the alphas (test-time multi-scale; video and webcam frames in
+            `demo.py` run at (1.0,) alone).
     """
 
     name: str
@@ -77,6 +92,7 @@ class Preset:
     description: str = ""
     metrics: dict = dataclasses.field(default_factory=dict)
     flip: bool = False
+    scales: tuple = (1.0,)
 
 
 def weights_dir():
@@ -134,7 +150,8 @@ def get_preset(name):
     """The `Preset` registered under `name`; ValueError naming the known ones otherwise."""
     _ensure_registered()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
+        raise ValueError(f"unknown model {name!r}; registered models: "
+                         f"{', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 

@@ -85,6 +85,27 @@ def test_predict_flip_matches_the_python_api(tmp_path, flag, flip):
     np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
 
 
+@pytest.mark.slow
+def test_predict_scales_match_the_python_api(tmp_path):
+    from humanmatting.inference import Matter
+
+    image = make_person_image(64, 96, seed=6)
+    cv2.imwrite(str(tmp_path / "p.png"), image)
+    result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "a.png", "--model",
+                     "likeunet_dark", "--scales", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    got = cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) / 255
+    rgb = np.ascontiguousarray(image[..., ::-1])
+    expected = Matter("likeunet_dark", scales=(1.0,)).predict(rgb)
+    default = Matter("likeunet_dark").predict(rgb)           # 0.8 and 1.2
+    assert np.abs(expected - default).max() > 4 / 255
+    np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
+    result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "b.png",
+                     "--scales", "0,1", cwd=tmp_path)
+    assert result.returncode == 2 and "--scales: scales must be" in result.stderr
+    assert not (tmp_path / "b.png").exists()
+
+
 def test_bench_prints_latency_next_to_a_peer(tmp_path):
     peer = fixed_size_peer(tmp_path / "peer.tflite")
     result = run_cli("bench", "--model", "likeunet_night_lite", "--size", "64x96", "--backend",

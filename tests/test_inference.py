@@ -7,9 +7,9 @@ import pytest
 
 import humanmatting
 from conftest import make_person_image
-from humanmatting.inference import Matter, check_sizes, choose_size
+from humanmatting.inference import Matter, check_sizes, choose_size, scaled_size
 from humanmatting.io import ImageError
-from humanmatting.registry import SIZES_256
+from humanmatting.registry import SIZES_256, check_scales
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +136,8 @@ def test_softmax_output_convention():
 
 def test_flip_averages_the_mirrored_prediction():
     image = make_person_image(70, 130, seed=3)
-    plain = Matter("likeunet_night", sizes=[(64, 128)], flip=False)
-    flipped = Matter("likeunet_night", sizes=[(64, 128)], flip=True)
+    plain = Matter("likeunet_night", sizes=[(64, 128)], flip=False, scales=(1.0,))
+    flipped = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,))
     x = plain.preprocess(image)
     a = np.asarray(plain._run(x))[0]
     b = np.asarray(plain._run(np.ascontiguousarray(x[:, :, ::-1])))[0][:, ::-1]
@@ -155,6 +155,47 @@ def test_flip_defaults_to_the_preset():
     assert not Matter("likeunet_night", flip=False).flip
     inputs = keras.Input((None, None, 3))
     assert not Matter(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))).flip
+
+
+def test_scaled_size_rounds_each_side_to_the_divisor():
+    assert scaled_size((320, 416), 0.8, 32) == (256, 320)    # 332.8 = 10.4 x 32 -> 320
+    assert scaled_size((320, 416), 1.2, 32) == (384, 512)    # 499.2 = 15.6 x 32 -> 512
+    assert scaled_size((320, 320), 1.0, 32) == (320, 320)
+    assert scaled_size((64, 64), 0.1, 32) == (32, 32)        # never below one divisor
+
+
+def test_scales_must_be_positive_numbers():
+    assert check_scales([1, "0.5"]) == (1.0, 0.5)
+    for bad in ([], [0], [-1.0], [float("nan")], [5], ["x"], None):
+        with pytest.raises(ValueError, match="scales"):
+            check_scales(bad)
+    with pytest.raises(ValueError, match="scales"):
+        Matter("likeunet_dark_light_original", scales=())
+
+
+def test_scales_average_the_alphas_of_each_size():
+    image = make_person_image(70, 130, seed=4)
+    one = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,))
+    two = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(0.5, 1.5))
+    parts = []
+    for h, w in ((32, 64), (96, 192)):   # 64x128 times 0.5 and 1.5
+        x = two.preprocess(image, scale=(h / 64))
+        assert x.shape == (1, h, w, 3)
+        a = np.asarray(two._run(x))[0]
+        b = np.asarray(two._run(np.ascontiguousarray(x[:, :, ::-1])))[0][:, ::-1]
+        parts.append(cv2.resize((a + b) / 2, (130, 70), interpolation=cv2.INTER_LINEAR))
+    expected = np.clip((parts[0] + parts[1]) / 2, 0, 1)
+    np.testing.assert_allclose(two.predict(image), expected, atol=1e-6)
+    assert np.abs(two.predict(image) - one.predict(image)).max() > 1e-3   # a real difference
+
+
+def test_scales_default_to_the_preset():
+    assert Matter("likeunet_night").scales == (0.8, 1.2)
+    assert Matter("likeunet_dark_light", weights=None).scales == (0.8, 1.2)
+    assert Matter("likeunet_night_lite").scales == (1.0,)   # the real-time model: one pass
+    assert Matter("likeunet_night", scales=[1]).scales == (1.0,)
+    inputs = keras.Input((None, None, 3))
+    assert Matter(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))).scales == (1.0,)
 
 
 def test_run_is_the_model_alone_at_its_resolution(matter):

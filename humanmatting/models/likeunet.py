@@ -165,23 +165,31 @@ def likeunet_lite(*, input_channels=3, filters=(16, 24, 32, 48, 64), bottleneck_
 GRAY_RAW = InputSpec(channels=1, scale=1.0)
 GRAY = InputSpec(channels=1, sizes=SIZES_320)
 RGB = InputSpec(channels=3, sizes=SIZES_320)
+#: Test-time scales of the full-size models: short sides 256 and 384 around their 320 (on the
+#: validation split of ../shared/data, with the flip, Night's IoU 0.9648 / 0.9363 at 320 alone
+#: becomes 0.9675 / 0.9382 on portraits / full-body photos; MAE rises by about 0.002, the
+#: averaged edges being softer).
+TTA_SCALES = (0.8, 1.2)
 #: Night-Lite keeps short side 256: it is the real-time model, timed at 256x256.
 RGB_256 = InputSpec(channels=3)
 
 
 @register_model(input=RGB, weights="likeunet_night.weights.h5", flip=True,
+                scales=TTA_SCALES,
                 description="LikeUnet Night: RGB input")
 def likeunet_night(**kwargs):
     return likeunet(**{"input_channels": 3, "name": "likeunet_night", **kwargs})
 
 
 @register_model(input=GRAY, weights="likeunet_dark.weights.h5", flip=True,
+                scales=TTA_SCALES,
                 description="LikeUnet Dark: grayscale input")
 def likeunet_dark(**kwargs):
     return likeunet(**{"input_channels": 1, "name": "likeunet_dark", **kwargs})
 
 
 @register_model(input=GRAY, weights="likeunet_dark_light.weights.h5", flip=True,
+                scales=TTA_SCALES,
                 description="LikeUnet Dark-Light: grayscale, trained in ACNet form")
 def likeunet_dark_light(**kwargs):
     return likeunet(**{"input_channels": 1, "acnet": True, "acnet_norm": "sum",
