@@ -481,6 +481,7 @@ def train(args):
                               _prefetched(pool, seeds, ahead=4 * args.workers)), ahead=4)
         for epoch in range(args.epochs):
             losses, epoch_start = [], time.time()
+            compiled_before, shapes_before = compiling, len(compiled)
             for _ in range(steps_per_epoch):
                 x, y = next(batches)
                 model.optimizer.learning_rate.assign(
@@ -494,7 +495,10 @@ def train(args):
                     compiling += time.time() - t0
                 losses.append(logs["loss"])
                 step += 1
-            rate = steps_per_epoch * args.batch / (time.time() - epoch_start)
+            # steady-state rate: the steps that compiled a new shape are left out
+            busy = time.time() - epoch_start - (compiling - compiled_before)
+            steady = steps_per_epoch - (len(compiled) - shapes_before)
+            rate = steady * args.batch / max(busy, 1e-9)
             scores = _val_iou(model, val)
             mean = float(np.mean(list(scores.values())))
             row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_iou_mean": mean,
