@@ -1,5 +1,6 @@
 """The `humanmatting` command line on tiny files."""
 
+import json
 import subprocess
 import sys
 
@@ -104,6 +105,31 @@ def test_predict_scales_match_the_python_api(tmp_path):
                      "--scales", "0,1", cwd=tmp_path)
     assert result.returncode == 2 and "--scales: scales must be" in result.stderr
     assert not (tmp_path / "b.png").exists()
+
+
+def test_eval_on_people_free_images_scores_false_positives(tmp_path):
+    from humanmatting.inference import Matter
+
+    folder = tmp_path / "bg"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    images = [np.full((60, 80, 3), 90, np.uint8),
+              cv2.GaussianBlur(rng.integers(0, 256, (70, 50, 3), dtype=np.uint8), (9, 9), 3)]
+    for i, image in enumerate(images):
+        cv2.imwrite(str(folder / f"scene{i}.png"), image)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    result = run_cli("eval", "--data", folder, "--kind", "backgrounds", "--model",
+                     "likeunet_night_lite", "--json", cwd=tmp_path)
+    assert result.returncode == 1 and "broken.jpg" in result.stderr   # listed, not fatal
+    report = json.loads(result.stdout)
+    assert report["count"] == 2 and report["soft_ground_truth"]
+    scores = report["per_model"]["likeunet_night_lite"]
+    assert {"iou", "mae", "sad"} <= set(scores)
+    matter = Matter("likeunet_night_lite")
+    alphas = [matter.predict(np.ascontiguousarray(image[..., ::-1])) for image in images]
+    # every target is empty: MAE is the mean person alpha, IoU 1 only where none is >= 0.5
+    assert scores["mae"] == pytest.approx(np.mean([a.mean() for a in alphas]), abs=1e-5)
+    assert scores["iou"] == pytest.approx(np.mean([float((a < 0.5).all()) for a in alphas]))
 
 
 def test_bench_prints_latency_next_to_a_peer(tmp_path):

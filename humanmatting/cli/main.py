@@ -173,7 +173,11 @@ def _add_eval(sub):
         description="Scores a model on every image of a dataset at the image's own size. "
                     "Bad pairs are skipped and listed at the end (exit 1).")
     p.add_argument("--data", required=True, help="dataset folder or list file")
-    p.add_argument("--kind", default="folder", choices=("folder", "aisegment", "list"))
+    p.add_argument("--kind", default="folder",
+                   choices=("folder", "aisegment", "list", "backgrounds"),
+                   help="dataset layout; backgrounds: a folder of people-free images, every "
+                        "target empty (IoU 1 where no pixel is taken for a person; MAE the "
+                        "mean person alpha)")
     p.add_argument("--model", default=None, help="registered model (see `humanmatting list`)")
     p.add_argument("--weights", default="default", help="weights file instead of the released")
     p.add_argument("--split", default="all", choices=("all", "val", "train"),
