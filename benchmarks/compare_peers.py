@@ -2,15 +2,19 @@
 
     python benchmarks/compare_peers.py --data ../shared/data/flickr-portraits --split val \\
         --peer ../shared/peers/mediapipe/selfie_segmentation.tflite \\
-        [--models likeunet_night likeunet_dark_light_original] [--limit N]
+        [--models likeunet_night likeunet_dark_light_original] [--limit N] \\
+        [--backgrounds ../shared/data/backgrounds] [--json FILE]
 
 Every image is scored at its own size: each model through `Matter` (its own input convention and
 size table), each peer the way its authors run it (stretched to its input size, [0, 1] RGB).
 Prints IoU, mIoU, boundary F, MAE and the median latency per image (pre/post-processing
-included, 2 threads), and each model's IoU relative to the first peer.
+included, 2 threads), and each model's IoU relative to the first peer. `--backgrounds` folders
+hold people-free photos, scored with empty targets: IoU is the share of images where no pixel
+is taken for a person, MAE the mean person alpha (false positives on other scenes).
 """
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,14 +31,19 @@ METRICS = ("iou", "miou", "boundary_f", "mae")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, nargs="+", help="folder datasets")
+    parser.add_argument("--data", nargs="*", default=[], help="folder datasets")
+    parser.add_argument("--backgrounds", nargs="*", default=[],
+                        help="folders of people-free photos (every target empty)")
     parser.add_argument("--split", choices=("all", "val"), default="all",
                         help="val: only the fixed 10%% validation split the trainer holds back")
     parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL])
     parser.add_argument("--peer", nargs="*", default=[], help="TFLite peer files")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="score at most N images per set")
+    parser.add_argument("--json", default="", help="also write the table to this file")
     args = parser.parse_args()
+    if not args.data and not args.backgrounds:
+        parser.error("give --data and/or --backgrounds folders")
 
     import tensorflow as tf
 
@@ -44,8 +53,14 @@ def main():
     predictors.update(peers)
     print(f"{'data':24s} {'model':32s} " + " ".join(f"{m:>10s}" for m in METRICS)
           + f" {'ms/image':>9s} {'IoU vs peer':>11s}")
-    for data in args.data:
-        pairs = read_dataset(data)
+    table = []
+    for data, kind in ([(d, "folder") for d in args.data]
+                       + [(d, "backgrounds") for d in args.backgrounds]):
+        try:
+            pairs = read_dataset(data, kind)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"compare_peers.py: {err}", file=sys.stderr)
+            return 1
         if args.split == "val":
             pairs = pairs.split(0.1)[1]
         if args.limit:
@@ -54,12 +69,20 @@ def main():
         reference = result["per_model"][next(iter(peers))]["iou"] if peers else None
         label = f"{Path(data).name} ({result['count']})"
         for name, metrics in result["per_model"].items():
-            ratio = f"{metrics['iou'] / reference:11.3f}" if reference else ""
+            ratio = f"{metrics['iou'] / reference:11.3f}" if reference else ""   # not / 0
             print(f"{label:24s} {name:32s} "
                   + " ".join(f"{metrics[m]:10.4f}" for m in METRICS)
                   + f" {result['latency_ms'][name]:9.1f} {ratio}")
+            table.append({"data": str(data), "kind": kind, "count": result["count"],
+                          "model": name, **{m: metrics[m] for m in METRICS},
+                          "ms_per_image": result["latency_ms"][name]})
         for path, reason in result["failed"]:
             print(f"  skipped {path}: {reason}")
+    if args.json:
+        from humanmatting.io import atomic_path
+
+        with atomic_path(args.json) as tmp:
+            Path(tmp).write_text(json.dumps({"rows": table}, indent=1))
     return 0
 
 

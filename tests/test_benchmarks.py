@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fixed_size_peer
+from conftest import fixed_size_peer, make_folder_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,3 +63,45 @@ def test_export_parity_table(tmp_path):
 def test_export_parity_rejects_missing_calibration(tmp_path):
     result = run_script("export_parity.py", "--calibrate", tmp_path / "nope", cwd=tmp_path)
     assert result.returncode != 0 and "nope" in result.stderr
+
+
+@pytest.mark.slow
+def test_compare_peers_scores_people_and_people_free_folders(tmp_path):
+    import cv2
+    import numpy as np
+
+    from humanmatting.data.readers import read_dataset
+    from humanmatting.evaluation import TFLitePeer, evaluate
+    from humanmatting.inference import Matter
+
+    people = make_folder_dataset(tmp_path / "people", count=3, shape=(80, 64))
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    cv2.imwrite(str(scenes / "a.png"), np.full((50, 70, 3), 200, np.uint8))
+    cv2.imwrite(str(scenes / "b.png"), np.full((40, 40, 3), 20, np.uint8))
+    peer = fixed_size_peer(tmp_path / "peer.tflite")
+    out = tmp_path / "table.json"
+    result = run_script("compare_peers.py", "--data", people, "--backgrounds", scenes,
+                        "--models", "likeunet_night_lite", "--peer", peer, "--json", out,
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["kind"], r["model"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {(k, m) for k in ("folder", "backgrounds")
+                         for m in ("likeunet_night_lite", "peer")}
+    assert rows["backgrounds", "peer"]["count"] == 2 and rows["folder", "peer"]["count"] == 3
+    # the same figures as evaluate() on the same pairs (the script adds nothing of its own)
+    predictors = {"likeunet_night_lite": Matter("likeunet_night_lite"),
+                  "peer": TFLitePeer(peer)}
+    for kind, folder in (("folder", people), ("backgrounds", scenes)):
+        expected = evaluate(predictors, read_dataset(folder, kind))["per_model"]
+        for name, metrics in expected.items():
+            for metric in ("iou", "miou", "boundary_f", "mae"):
+                assert rows[kind, name][metric] == pytest.approx(metrics[metric], abs=1e-6)
+    assert "scenes (2)" in result.stdout
+
+
+def test_compare_peers_needs_data(tmp_path):
+    result = run_script("compare_peers.py", cwd=tmp_path)
+    assert result.returncode == 2 and "--data and/or --backgrounds" in result.stderr
+    result = run_script("compare_peers.py", "--backgrounds", tmp_path / "none", cwd=tmp_path)
+    assert result.returncode == 1 and "none" in result.stderr
