@@ -81,6 +81,9 @@ class Preset:
         scales: multiples of the chosen size that `Matter` runs each still image at by
             default, averaging the alphas (test-time multi-scale; video and webcam frames in
             `demo.py` run at (1.0,) alone).
+        refine: None, or the pymatting method ("cf" closed form, "knn") with which `Matter`
+            refines each still image's alpha by default: a trimap from the alpha (a thin
+            unknown band around its 0.5 edge) and matting of the image inside the band.
     """
 
     name: str
@@ -93,6 +96,7 @@ class Preset:
     metrics: dict = dataclasses.field(default_factory=dict)
     flip: bool = False
     scales: tuple = (1.0,)
+    refine: str | None = None
 
 
 def weights_dir():

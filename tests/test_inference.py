@@ -136,8 +136,8 @@ def test_softmax_output_convention():
 
 def test_flip_averages_the_mirrored_prediction():
     image = make_person_image(70, 130, seed=3)
-    plain = Matter("likeunet_night", sizes=[(64, 128)], flip=False, scales=(1.0,))
-    flipped = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,))
+    plain = Matter("likeunet_night", sizes=[(64, 128)], flip=False, scales=(1.0,), refine=False)
+    flipped = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,), refine=False)
     x = plain.preprocess(image)
     a = np.asarray(plain._run(x))[0]
     b = np.asarray(plain._run(np.ascontiguousarray(x[:, :, ::-1])))[0][:, ::-1]
@@ -175,8 +175,8 @@ def test_scales_must_be_positive_numbers():
 
 def test_scales_average_the_alphas_of_each_size():
     image = make_person_image(70, 130, seed=4)
-    one = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,))
-    two = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(0.5, 1.5))
+    one = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,), refine=False)
+    two = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(0.5, 1.5), refine=False)
     parts = []
     for h, w in ((32, 64), (96, 192)):   # 64x128 times 0.5 and 1.5
         x = two.preprocess(image, scale=(h / 64))
@@ -196,6 +196,32 @@ def test_scales_default_to_the_preset():
     assert Matter("likeunet_night", scales=[1]).scales == (1.0,)
     inputs = keras.Input((None, None, 3))
     assert Matter(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))).scales == (1.0,)
+
+
+def test_refine_is_closed_form_matting_of_the_predicted_alpha(sample_path):
+    from humanmatting.data.refine import refine_alpha
+    from humanmatting.inference import REFINE_BAND
+
+    image = humanmatting.io.read_image(sample_path)
+    raw = Matter("likeunet_night", refine=False).predict(image)
+    refined = Matter("likeunet_night").predict(image)            # the preset's "cf"
+    band = max(2, round(REFINE_BAND * max(image.shape[:2])))
+    expected = refine_alpha(image, raw, method="cf", erode=band, dilate=band)
+    np.testing.assert_allclose(refined, expected, atol=1e-6)
+    # outside the band around the 0.5 edge the alpha is exactly 0 or 1; inside it stays soft
+    soft = (refined > 0.01) & (refined < 0.99)
+    assert soft.any() and soft.mean() < 0.2
+    assert np.abs(refined - raw).max() > 0.1                     # a real change
+
+
+def test_refine_defaults_to_the_preset_and_rejects_unknown_methods():
+    assert Matter("likeunet_night").refine == "cf"
+    assert Matter("likeunet_dark_light", weights=None).refine == "cf"
+    assert Matter("likeunet_night_lite").refine is None          # the real-time model
+    assert Matter("likeunet_night", refine=False).refine is None
+    assert Matter("likeunet_night_lite", refine="knn").refine == "knn"
+    with pytest.raises(ValueError, match="refine must be one of"):
+        Matter("likeunet_night_lite", refine="guided")
 
 
 def test_run_is_the_model_alone_at_its_resolution(matter):

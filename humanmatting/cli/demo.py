@@ -252,10 +252,11 @@ def run(args):
     from humanmatting.inference import Matter
 
     try:
-        # still images get the model's test-time flip and scales; video and webcam frames
-        # stay real time (one pass at the chosen size)
+        # still images get the model's test-time flip, scales and refinement; video and webcam
+        # frames stay real time (one pass at the chosen size)
         still = image is not None
-        matter = Matter(model, flip=None if still else False, scales=None if still else (1.0,))
+        matter = Matter(model, flip=None if still else False, scales=None if still else (1.0,),
+                        refine=None if still else False)
     except (ValueError, FileNotFoundError) as err:
         raise DemoError(str(err)) from None
     if image is not None:

@@ -22,6 +22,11 @@ def parse_scales(text):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _refine(flag):
+    """--refine / --no-refine / neither -> Matter's refine: "cf", False or None (the model's)."""
+    return None if flag is None else ("cf" if flag else False)
+
+
 def _add_list(sub):
     p = sub.add_parser("list", help="list the registered models")
     p.set_defaults(func=cmd_list)
@@ -67,6 +72,10 @@ def _add_predict(sub):
                    help="test-time multi-scale: multiples of the chosen input size to run "
                         "each image at, alphas averaged (a pass each); default: the model's "
                         "own (0.8,1.2 for Night, Dark, Dark-Light; 1 otherwise)")
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                   help="closed-form matting (pymatting) of the image in a thin band around "
+                        "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "
+                        "Night, Dark, Dark-Light)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -111,7 +120,8 @@ def cmd_predict(args):
     from humanmatting.io import alpha_to_uint8, read_image, write_image
 
     try:
-        matter = Matter(args.model, flip=args.flip, scales=args.scales)
+        matter = Matter(args.model, flip=args.flip, scales=args.scales,
+                        refine=_refine(args.refine))
     except (ValueError, FileNotFoundError) as err:
         return user_error(str(err))
     bar = Progress(len(found))
@@ -192,6 +202,10 @@ def _add_eval(sub):
                    help="test-time multi-scale: multiples of the chosen input size to run "
                         "each image at, alphas averaged (a pass each); default: the model's "
                         "own (0.8,1.2 for Night, Dark, Dark-Light; 1 otherwise)")
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                   help="closed-form matting (pymatting) of the image in a thin band around "
+                        "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "
+                        "Night, Dark, Dark-Light)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -216,7 +230,7 @@ def cmd_eval(args):
     name = args.model or DEFAULT_MODEL
     try:
         predictors = {name: Matter(name, weights=args.weights, flip=args.flip,
-                                    scales=args.scales)}
+                                    scales=args.scales, refine=_refine(args.refine))}
         if args.peer_tflite:
             predictors["peer"] = TFLitePeer(args.peer_tflite)
     except (ValueError, FileNotFoundError) as err:

@@ -175,21 +175,21 @@ RGB_256 = InputSpec(channels=3)
 
 
 @register_model(input=RGB, weights="likeunet_night.weights.h5", flip=True,
-                scales=TTA_SCALES,
+                scales=TTA_SCALES, refine="cf",
                 description="LikeUnet Night: RGB input")
 def likeunet_night(**kwargs):
     return likeunet(**{"input_channels": 3, "name": "likeunet_night", **kwargs})
 
 
 @register_model(input=GRAY, weights="likeunet_dark.weights.h5", flip=True,
-                scales=TTA_SCALES,
+                scales=TTA_SCALES, refine="cf",
                 description="LikeUnet Dark: grayscale input")
 def likeunet_dark(**kwargs):
     return likeunet(**{"input_channels": 1, "name": "likeunet_dark", **kwargs})
 
 
 @register_model(input=GRAY, weights="likeunet_dark_light.weights.h5", flip=True,
-                scales=TTA_SCALES,
+                scales=TTA_SCALES, refine="cf",
                 description="LikeUnet Dark-Light: grayscale, trained in ACNet form")
 def likeunet_dark_light(**kwargs):
     return likeunet(**{"input_channels": 1, "acnet": True, "acnet_norm": "sum",
