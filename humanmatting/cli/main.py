@@ -22,9 +22,25 @@ def parse_scales(text):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _refine(flag):
-    """--refine / --no-refine / neither -> Matter's refine: "cf", False or None (the model's)."""
-    return None if flag is None else ("cf" if flag else False)
+def _add_still_options(p):
+    """--flip, --scales and --refine: how `Matter` treats each still image (predict, eval)."""
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average with the mirrored prediction (2x "
+                        "time); default: the model's own (on for Night, Dark, Dark-Light)")
+    p.add_argument("--scales", type=parse_scales, default=None, metavar="S,S,...",
+                   help="test-time multi-scale: multiples of the chosen input size to run "
+                        "each image at, alphas averaged (a pass each); default: the model's "
+                        "own (0.8,1.2 for Night, Dark, Dark-Light; 1 otherwise)")
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                   help="closed-form matting (pymatting) of the image in a thin band around "
+                        "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "
+                        "Night, Dark, Dark-Light)")
+
+
+def _still_options(args):
+    """Matter's flip / scales / refine from those options (None: the model's own default)."""
+    refine = None if args.refine is None else ("cf" if args.refine else False)
+    return {"flip": args.flip, "scales": args.scales, "refine": refine}
 
 
 def _add_list(sub):
@@ -65,17 +81,7 @@ def _add_predict(sub):
                    help="alpha: 8-bit gray matte; rgba: cut-out PNG; composite: on --background")
     p.add_argument("--background", default="white",
                    help="for --format composite: colour name, #rrggbb, r,g,b or an image path")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time augmentation: average with the mirrored prediction (2x "
-                        "time); default: the model's own (on for Night, Dark, Dark-Light)")
-    p.add_argument("--scales", type=parse_scales, default=None, metavar="S,S,...",
-                   help="test-time multi-scale: multiples of the chosen input size to run "
-                        "each image at, alphas averaged (a pass each); default: the model's "
-                        "own (0.8,1.2 for Night, Dark, Dark-Light; 1 otherwise)")
-    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
-                   help="closed-form matting (pymatting) of the image in a thin band around "
-                        "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "
-                        "Night, Dark, Dark-Light)")
+    _add_still_options(p)
     p.set_defaults(func=cmd_predict)
 
 
@@ -120,8 +126,7 @@ def cmd_predict(args):
     from humanmatting.io import alpha_to_uint8, read_image, write_image
 
     try:
-        matter = Matter(args.model, flip=args.flip, scales=args.scales,
-                        refine=_refine(args.refine))
+        matter = Matter(args.model, **_still_options(args))
     except (ValueError, FileNotFoundError) as err:
         return user_error(str(err))
     bar = Progress(len(found))
@@ -195,17 +200,7 @@ def _add_eval(sub):
     p.add_argument("--peer-tflite", default=None,
                    help="also score a TFLite peer (e.g. MediaPipe Selfie) on the same images")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time augmentation: average with the mirrored prediction (2x "
-                        "time); default: the model's own (on for Night, Dark, Dark-Light)")
-    p.add_argument("--scales", type=parse_scales, default=None, metavar="S,S,...",
-                   help="test-time multi-scale: multiples of the chosen input size to run "
-                        "each image at, alphas averaged (a pass each); default: the model's "
-                        "own (0.8,1.2 for Night, Dark, Dark-Light; 1 otherwise)")
-    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
-                   help="closed-form matting (pymatting) of the image in a thin band around "
-                        "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "
-                        "Night, Dark, Dark-Light)")
+    _add_still_options(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -229,8 +224,7 @@ def cmd_eval(args):
 
     name = args.model or DEFAULT_MODEL
     try:
-        predictors = {name: Matter(name, weights=args.weights, flip=args.flip,
-                                    scales=args.scales, refine=_refine(args.refine))}
+        predictors = {name: Matter(name, weights=args.weights, **_still_options(args))}
         if args.peer_tflite:
             predictors["peer"] = TFLitePeer(args.peer_tflite)
     except (ValueError, FileNotFoundError) as err:

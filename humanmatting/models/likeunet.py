@@ -167,8 +167,8 @@ GRAY = InputSpec(channels=1, sizes=SIZES_320)
 RGB = InputSpec(channels=3, sizes=SIZES_320)
 #: Test-time scales of the full-size models: short sides 256 and 384 around their 320 (on the
 #: validation split of ../shared/data, with the flip, Night's IoU 0.9648 / 0.9363 at 320 alone
-#: becomes 0.9675 / 0.9382 on portraits / full-body photos; MAE rises by about 0.002, the
-#: averaged edges being softer).
+#: becomes 0.9673 / 0.9382 on portraits / full-body photos; MAE rises by 0.003 / 0.002, the
+#: averaged edges being softer, which the default refinement more than takes back).
 TTA_SCALES = (0.8, 1.2)
 #: Night-Lite keeps short side 256: it is the real-time model, timed at 256x256.
 RGB_256 = InputSpec(channels=3)
