@@ -22,20 +22,17 @@ class TFLitePeer:
     """
 
     def __init__(self, path, threads=2):
-        import tensorflow as tf
+        from humanmatting.export import _TFLiteRunner
 
         self.name = str(path)
-        self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        _, self.height, self.width, self.channels = self.input["shape"]
+        # the runner that our own exports use: with its fallback from XNNPACK to the built-in
+        # kernels for files the delegate cannot prepare (e.g. some int8 peers)
+        self.runner = _TFLiteRunner(path, threads=threads)
+        _, self.height, self.width, self.channels = self.runner.input["shape"]
 
     def run(self, batch):
         """Runs one (1, h, w, C) float32 input; returns the raw output."""
-        self.interpreter.set_tensor(self.input["index"], batch)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output["index"])
+        return self.runner.raw(batch)
 
     def predict(self, image):
         """(H, W, 3) uint8 RGB -> (H, W) float32 person probability."""

@@ -191,6 +191,11 @@ class _TFLiteRunner:
         self.interpreter.allocate_tensors()
 
     def __call__(self, x):
+        """(1, H, W, C) float32 -> (1, H, W) person probability."""
+        return _person(self.raw(x))
+
+    def raw(self, x):
+        """(1, H, W, C) float32 -> the model's output as it is."""
         if self.shape != x.shape:
             try:
                 self._allocate(x.shape)
@@ -208,7 +213,7 @@ class _TFLiteRunner:
             self.shape = x.shape
         self.interpreter.set_tensor(self.input["index"], x)
         self.interpreter.invoke()
-        return _person(self.interpreter.get_tensor(self.output["index"]))
+        return self.interpreter.get_tensor(self.output["index"])
 
 
 def _person(output):

@@ -75,6 +75,13 @@ def test_int8_file_that_xnnpack_rejects_still_runs(tmp_path):
     np.testing.assert_allclose(got, expected, atol=1 / 128)   # int8 output steps are 1/256
     fell_back = [w for w in caught if "XNNPACK delegate cannot prepare" in str(w.message)]
     assert runner.delegated != bool(fell_back)   # warned exactly when it left the delegate
+    from humanmatting.evaluation import TFLitePeer   # a peer file gets the same fallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peer = TFLitePeer(path)
+        np.testing.assert_allclose(peer.run(x)[..., 1], expected, atol=1 / 128)
+    assert peer.runner.delegated == runner.delegated
 
 
 def test_tflite_runner_falls_back_when_the_delegate_fails(tmp_path, tiny_acnet, monkeypatch):
