@@ -79,8 +79,21 @@ def test_teacher_must_read_the_students_input():
                               jit=False, distil_weight=0.5)
     with pytest.raises(ValueError, match="1-channel input .* likeunet_night reads 3"):
         train_device._teacher(args, get_preset("likeunet_night").input)
+    args.teacher, args.distil_weight = "likeunet_night", -0.1   # checked before it is built
+    with pytest.raises(ValueError, match=r"--distil-weight must be in \[0, 1\], got -0.1"):
+        train_device._teacher(args, get_preset("likeunet_night").input)
     args.teacher = ""
     assert train_device._teacher(args, get_preset("likeunet_night").input) is None
+
+
+def test_bad_distil_weight_fails_before_anything_starts(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = train_device.main(["train", "--data", str(tmp_path / "no-data"), "--model",
+                              "likeunet_night_lite", "--teacher", "likeunet_night",
+                              "--distil-weight", "2", "--out", str(out)])
+    assert code == 1
+    assert "--distil-weight must be in [0, 1], got 2.0" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_mix_parses_and_rejects_bad_text():

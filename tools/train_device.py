@@ -302,17 +302,29 @@ def distil_targets(y, teacher_prob, weight):
     return out
 
 
-def _teacher(args, spec):
-    """(predict function (B, H, W, C) -> (B, H, W) person probability) for --teacher, or None."""
+def _check_teacher(args, spec):
+    """Raises ValueError for a --distil-weight outside [0, 1] or a --teacher that reads other
+    input than the student (run before the workers start, so a bad value fails at once)."""
     if not args.teacher:
-        return None
-    from humanmatting.registry import create_model, get_preset
+        return
+    if not 0.0 <= args.distil_weight <= 1.0:
+        raise ValueError(f"--distil-weight must be in [0, 1], got {args.distil_weight}")
+    from humanmatting.registry import get_preset
 
     tspec = get_preset(args.teacher).input
     if (tspec.channels, tspec.scale) != (spec.channels, spec.scale):
         raise ValueError(f"--teacher {args.teacher} reads {tspec.channels}-channel input "
                          f"scaled by {tspec.scale:g}; {args.model} reads {spec.channels} "
                          f"scaled by {spec.scale:g}: they must match")
+
+
+def _teacher(args, spec):
+    """(predict function (B, H, W, C) -> (B, H, W) person probability) for --teacher, or None."""
+    _check_teacher(args, spec)
+    if not args.teacher:
+        return None
+    from humanmatting.registry import create_model
+
     teacher = create_model(args.teacher, weights=args.teacher_weights or "default")
     teacher.compile(jit_compile=args.jit)
     print(f"distilling from {args.teacher} (weight {args.distil_weight})", flush=True)
@@ -403,6 +415,7 @@ def train(args):
 
     keras.utils.set_random_seed(args.seed)
     spec = get_preset(args.model).input
+    _check_teacher(args, spec)
     sizes = ([tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
              if args.sizes else [tuple(s) for s in SIZES_256])
     mix = _parse_mix(args.mix)
