@@ -129,19 +129,23 @@ class Matter:
         flip: test-time augmentation: also run the mirrored input and average the two
             alphas (twice the compute; on the validation split of ../shared/data it lifts
             likeunet_night's IoU by 0.003 on portraits and 0.005 on full-body photos).
-            None: the preset's default (on for Night, Dark and Dark-Light, off for the
-            real-time Night-Lite and for a keras.Model passed directly).
+            None: the preset's default (on for the registered LikeUnets, off for a
+            keras.Model passed directly).
         scales: test-time multi-scale: run each still image at every one of these multiples
             of its chosen size (sides rounded to the divisor) and average the alphas at the
             image's own size (each scale costs a pass, or two with `flip`). None: the
-            preset's default ((0.8, 1.2) for Night, Dark and Dark-Light, i.e. short sides
-            256 and 384 instead of 320; (1.0,) otherwise).
+            preset's default ((0.8, 1.2) for the registered LikeUnets, e.g. short sides 256
+            and 384 instead of Night's 320; (1.0,) otherwise).
         refine: matting refinement of each alpha: "cf" (closed form) or "knn" (pymatting)
             solves the image inside a band of `REFINE_BAND` x the long side around the alpha's
             0.5 edge, and makes the alpha 0 / 1 outside it (about 0.07 s per photo; importing
             pymatting adds ~1 s once per process, and its numba kernels compile on their first
-            use after installation, then load from numba's cache). False: none. None: the preset's default ("cf" for Night,
-            Dark and Dark-Light, none for Night-Lite and for a keras.Model passed directly).
+            use after installation, then load from numba's cache). False: none. None: the
+            preset's default ("cf" for the registered LikeUnets, none for a keras.Model
+            passed directly).
+        realtime: for video and webcam frames: the defaults of `flip`, `scales` and `refine`
+            become one plain pass (no flip, (1.0,), no refinement) whatever the preset says;
+            arguments given explicitly still win.
 
     Example:
         >>> matter = Matter("likeunet_dark_light_original")
@@ -151,10 +155,14 @@ class Matter:
 
     def __init__(self, model=None, *, backend="keras", weights="default", input_spec=None,
                  sizes=None, output="softmax2", exported=None, threads=None, flip=None,
-                 scales=None, refine=None):
+                 scales=None, refine=None, realtime=False):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
         model = DEFAULT_MODEL if model is None else model
+        if realtime:   # one plain pass a frame unless asked otherwise
+            flip = False if flip is None else flip
+            scales = (1.0,) if scales is None else scales
+            refine = False if refine is None else refine
         if isinstance(model, str):
             preset = get_preset(model)
             self.name = model

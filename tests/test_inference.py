@@ -151,7 +151,9 @@ def test_flip_averages_the_mirrored_prediction():
 
 def test_flip_defaults_to_the_preset():
     assert Matter("likeunet_night").flip and Matter("likeunet_dark", weights=None).flip
-    assert not Matter("likeunet_night_lite").flip          # the real-time model stays 1x
+    assert Matter("likeunet_night_lite").flip              # still images of the real-time one
+    assert not Matter("likeunet_night_lite", realtime=True).flip   # its video frames: 1x
+    assert Matter("likeunet_night_lite", realtime=True, flip=True).flip   # explicit wins
     assert not Matter("likeunet_night", flip=False).flip
     inputs = keras.Input((None, None, 3))
     assert not Matter(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))).flip
@@ -189,10 +191,23 @@ def test_scales_average_the_alphas_of_each_size():
     assert np.abs(two.predict(image) - one.predict(image)).max() > 1e-3   # a real difference
 
 
+def test_realtime_is_one_plain_pass():
+    image = make_person_image(70, 130, seed=5)
+    frames = Matter("likeunet_night_lite", realtime=True)
+    x = frames.preprocess(image)
+    expected = np.clip(cv2.resize(np.asarray(frames._run(x))[0], (130, 70),
+                                  interpolation=cv2.INTER_LINEAR), 0, 1)
+    np.testing.assert_allclose(frames.predict(image), expected, atol=1e-6)
+    still = Matter("likeunet_night_lite").predict(image)   # flip, scales, refinement
+    assert np.abs(still - expected).max() > 1e-3
+
+
 def test_scales_default_to_the_preset():
     assert Matter("likeunet_night").scales == (0.8, 1.2)
     assert Matter("likeunet_dark_light", weights=None).scales == (0.8, 1.2)
-    assert Matter("likeunet_night_lite").scales == (1.0,)   # the real-time model: one pass
+    assert Matter("likeunet_night_lite").scales == (0.8, 1.2)
+    assert Matter("likeunet_night_lite", realtime=True).scales == (1.0,)   # frames: one pass
+    assert Matter("likeunet_night", realtime=True, scales=[2]).scales == (2.0,)
     assert Matter("likeunet_night", scales=[1]).scales == (1.0,)
     inputs = keras.Input((None, None, 3))
     assert Matter(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))).scales == (1.0,)
@@ -217,7 +232,9 @@ def test_refine_is_closed_form_matting_of_the_predicted_alpha(sample_path):
 def test_refine_defaults_to_the_preset_and_rejects_unknown_methods():
     assert Matter("likeunet_night").refine == "cf"
     assert Matter("likeunet_dark_light", weights=None).refine == "cf"
-    assert Matter("likeunet_night_lite").refine is None          # the real-time model
+    assert Matter("likeunet_night_lite").refine == "cf"
+    assert Matter("likeunet_night_lite", realtime=True).refine is None   # video frames
+    assert Matter("likeunet_night", realtime=True, refine="knn").refine == "knn"
     assert Matter("likeunet_night", refine=False).refine is None
     assert Matter("likeunet_night_lite", refine="knn").refine == "knn"
     with pytest.raises(ValueError, match="refine must be one of"):

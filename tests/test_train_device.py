@@ -96,6 +96,12 @@ def test_bad_distil_weight_fails_before_anything_starts(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_steady_rate_leaves_out_compiling_steps():
+    assert train_device.steady_rate(3, 16, 2.0) == 24.0     # 48 images in 2 s
+    assert train_device.steady_rate(1, 2, 3.0) == 0.7       # rounded to 0.1
+    assert train_device.steady_rate(0, 16, 5.0) is None     # every step compiled a shape
+
+
 def test_mix_parses_and_rejects_bad_text():
     assert train_device._parse_mix("a=0.5, b=1") == {"a": 0.5, "b": 1.0}
     assert train_device._parse_mix("") == {}

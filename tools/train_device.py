@@ -378,6 +378,14 @@ def _val_iou(model, groups, chunk=32):
     return {name: float(np.mean(v)) for name, v in scores.items()}
 
 
+def steady_rate(steps, batch, seconds):
+    """Training images/s over an epoch's steps that compiled no new shape (`steps` of them,
+    taking `seconds`), to 0.1; None when every step compiled (no steady-state figure)."""
+    if steps <= 0:
+        return None
+    return round(steps * batch / max(seconds, 1e-9), 1)
+
+
 def _write_history(out, history):
     tmp = out / "history.csv.tmp"
     with tmp.open("w", newline="") as f:
@@ -508,15 +516,13 @@ def train(args):
                     compiling += time.time() - t0
                 losses.append(logs["loss"])
                 step += 1
-            # steady-state rate: the steps that compiled a new shape are left out
-            busy = time.time() - epoch_start - (compiling - compiled_before)
-            steady = steps_per_epoch - (len(compiled) - shapes_before)
-            rate = steady * args.batch / max(busy, 1e-9)
+            rate = steady_rate(steps_per_epoch - (len(compiled) - shapes_before), args.batch,
+                               time.time() - epoch_start - (compiling - compiled_before))
             scores = _val_iou(model, val)
             mean = float(np.mean(list(scores.values())))
             row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_iou_mean": mean,
                    **{f"val_iou_{k}": v for k, v in scores.items()},
-                   "images_per_s": round(rate, 1), "minutes": (time.time() - start) / 60,
+                   "images_per_s": rate, "minutes": (time.time() - start) / 60,
                    "compiling_minutes": compiling / 60}
             history.append(row)
             print(json.dumps(row), flush=True)

@@ -254,9 +254,7 @@ def run(args):
     try:
         # still images get the model's test-time flip, scales and refinement; video and webcam
         # frames stay real time (one pass at the chosen size)
-        still = image is not None
-        matter = Matter(model, flip=None if still else False, scales=None if still else (1.0,),
-                        refine=None if still else False)
+        matter = Matter(model, realtime=image is None)
     except (ValueError, FileNotFoundError) as err:
         raise DemoError(str(err)) from None
     if image is not None:

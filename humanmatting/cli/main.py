@@ -26,15 +26,15 @@ def _add_still_options(p):
     """--flip, --scales and --refine: how `Matter` treats each still image (predict, eval)."""
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average with the mirrored prediction (2x "
-                        "time); default: the model's own (on for Night, Dark, Dark-Light)")
+                        "time); default: the model's own (on for the LikeUnets trained here)")
     p.add_argument("--scales", type=parse_scales, default=None, metavar="S,S,...",
                    help="test-time multi-scale: multiples of the chosen input size to run "
                         "each image at, alphas averaged (a pass each); default: the model's "
-                        "own (0.8,1.2 for Night, Dark, Dark-Light; 1 otherwise)")
+                        "own (0.8,1.2 for the LikeUnets trained here; 1 otherwise)")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="closed-form matting (pymatting) of the image in a thin band around "
                         "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "
-                        "Night, Dark, Dark-Light)")
+                        "the LikeUnets trained here)")
 
 
 def _still_options(args):
