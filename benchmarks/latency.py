@@ -1,9 +1,11 @@
 """Latency of every released model on every backend, side by side with a peer, in one process.
 
     python benchmarks/latency.py [--size 256x256] [--threads 2] [--runs 100] [--rounds 5] \\
-        [--models NAME ...] [--backends keras onnx tflite] \\
+        [--models NAME ...] [--backends keras onnx tflite tflite-int8] \\
         [--peer ../shared/peers/mediapipe/selfie_segmentation.tflite] [--json FILE]
 
+`tflite-int8` / `tflite-fp16` run the model's released quantized TFLite file when it has one
+(Night-Lite's int8, calibrated on training photographs), else the model quantized on the spot.
 Each candidate runs on a prepared input of the given size (the peer at its own input size, as
 its authors run it), with the given thread count. The candidates are timed in interleaved
 rounds (every candidate once per round, `runs` calls each) so that a change in the machine's
@@ -35,7 +37,9 @@ def candidates(models, backends, size, threads):
     rng = np.random.default_rng(0)
     for name in models:
         for backend in backends:
-            matter = Matter(name, backend=backend, sizes=[size], threads=threads)
+            runtime, _, quantize = backend.partition("-")
+            matter = Matter(name, backend=runtime, sizes=[size], threads=threads,
+                            quantize=quantize or None)
             x = rng.uniform(0, 255 * matter.input_spec.scale,
                             (1, *size, matter.input_spec.channels)).astype(np.float32)
             out[f"{name} ({backend})"] = (matter.run, x)
@@ -65,7 +69,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", nargs="+", help="default: every released model")
     parser.add_argument("--backends", nargs="+", default=["keras", "onnx", "tflite"],
-                        choices=["keras", "onnx", "tflite"])
+                        choices=["keras", "onnx", "tflite", "tflite-int8", "tflite-fp16"])
     parser.add_argument("--peer", default=str(PEER) if PEER.is_file() else "",
                         help="peer TFLite file (default: ../shared/peers/mediapipe, if present)")
     parser.add_argument("--json", help="also write the figures to this file")

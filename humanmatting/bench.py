@@ -28,7 +28,8 @@ def time_calls(fn, x, runs=50, warmup=5):
             "fps": 1000.0 / median}
 
 
-def bench(model, size, backend="keras", *, threads=None, runs=50, peer_tflite=None):
+def bench(model, size, backend="keras", *, threads=None, runs=50, peer_tflite=None,
+          quantize=None):
     """Times the model alone (input already prepared) at `size` = (H, W).
 
     Returns:
@@ -42,11 +43,12 @@ def bench(model, size, backend="keras", *, threads=None, runs=50, peer_tflite=No
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    matter = Matter(model, backend=backend, sizes=[size], threads=threads)
+    matter = Matter(model, backend=backend, sizes=[size], threads=threads, quantize=quantize)
     x = np.random.default_rng(0).uniform(
         0, 255 * matter.input_spec.scale, (1, *size, matter.input_spec.channels)
     ).astype(np.float32)
-    out = {f"{matter.name} ({backend}, {size[0]}x{size[1]})": time_calls(
+    label = backend + (f" {quantize}" if quantize else "")
+    out = {f"{matter.name} ({label}, {size[0]}x{size[1]})": time_calls(
         matter.run, x, runs)}
     if peer_tflite:
         from humanmatting.evaluation import TFLitePeer

@@ -50,13 +50,14 @@ def _write_saved_model(model, path):
 
 
 def _representative(images, channels, scale, size=(256, 256), count=16):
-    """Calibration inputs: user images resized to `size`, else smooth random images."""
+    """Calibration inputs: every user image resized to `size`, topped up with smooth random
+    images to at least `count`."""
     import cv2
 
     from humanmatting.io import load_rgb
 
     out = []
-    for image in list(images or [])[:count]:
+    for image in list(images or []):
         rgb = cv2.resize(load_rgb(image), size[::-1], interpolation=cv2.INTER_AREA)
         out.append(rgb)
     rng = np.random.default_rng(0)

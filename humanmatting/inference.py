@@ -1,6 +1,7 @@
 """`Matter`: an image in, the person's alpha matte out, at the image's own size."""
 
 import math
+import warnings
 
 import cv2
 import keras
@@ -9,7 +10,7 @@ import numpy as np
 from humanmatting.fusion import fuse, is_deploy
 from humanmatting.io import load_rgb
 from humanmatting.registry import (DEFAULT_MODEL, InputSpec, check_scales, create_model,
-                                   get_preset)
+                                   get_preset, released_tflite)
 
 BACKENDS = ("keras", "onnx", "tflite")
 #: Half-width of the refinement's unknown band, as a fraction of the image's long side (on the
@@ -76,15 +77,20 @@ class ExportedBackend:
     backend's up to the runtime's float rounding.
     """
 
-    def __init__(self, model, fmt, path=None, threads=None):
+    def __init__(self, model, fmt, path=None, threads=None, quantize=None):
         import tempfile
 
         from humanmatting.export import export, load_runner
 
         if path is None:
+            if quantize == "int8":
+                warnings.warn(f"{model.name}: no released int8 file; quantizing it now, "
+                              "calibrated on generated images (its accuracy can suffer: pass "
+                              "`exported=` a file made by `humanmatting export --quantize int8 "
+                              "--representative PHOTOS`)", RuntimeWarning, stacklevel=3)
             self._tmp = tempfile.TemporaryDirectory(prefix="humanmatting-")
             path = f"{self._tmp.name}/model.{fmt}"
-            export(model, fmt, path)
+            export(model, fmt, path, quantize=quantize)
         self.path = str(path)
         self._run = load_runner(path, fmt, threads=threads)
 
@@ -126,6 +132,10 @@ class Matter:
         output: "softmax2" or "sigmoid", for a keras.Model passed directly.
         exported: with backend onnx/tflite, an already exported file to run instead.
         threads: with backend onnx/tflite, the runtime's thread count.
+        quantize: with backend tflite: None (float32), "fp16" or "int8". A registered model
+            with its default weights uses the released file when there is one (Night-Lite's
+            int8, calibrated on training photographs); otherwise the model is quantized on the
+            spot (int8 calibrated on generated images, with a warning).
         flip: test-time augmentation: also run the mirrored input and average the two
             alphas (twice the compute; on the validation split of ../shared/data it lifts
             likeunet_night's IoU by 0.003 on portraits and 0.005 on full-body photos).
@@ -155,9 +165,13 @@ class Matter:
 
     def __init__(self, model=None, *, backend="keras", weights="default", input_spec=None,
                  sizes=None, output="softmax2", exported=None, threads=None, flip=None,
-                 scales=None, refine=None, realtime=False):
+                 scales=None, refine=None, realtime=False, quantize=None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+        if quantize not in (None, "fp16", "int8"):
+            raise ValueError(f"quantize must be None, 'fp16' or 'int8', got {quantize!r}")
+        if quantize and backend != "tflite":
+            raise ValueError(f"quantize={quantize!r} needs backend='tflite', not {backend!r}")
         model = DEFAULT_MODEL if model is None else model
         if realtime:   # one plain pass a frame unless asked otherwise
             flip = False if flip is None else flip
@@ -194,7 +208,12 @@ class Matter:
         if backend == "keras":
             self._run = KerasBackend(keras_model, self.output)
         else:
-            self._run = ExportedBackend(keras_model, backend, path=exported, threads=threads)
+            if (quantize and exported is None and isinstance(model, str)
+                    and weights == "default"):
+                exported = released_tflite(model, quantize)
+            self._run = ExportedBackend(keras_model, backend, path=exported, threads=threads,
+                                        quantize=quantize)
+        self.quantize = quantize
 
     def preprocess(self, image, scale=1.0):
         """(H, W, 3) uint8 RGB -> (1, h, w, C) float32 model input at the chosen size (times

@@ -205,6 +205,23 @@ def resolve_weights(preset, weights):
     return path
 
 
+def released_tflite(name, quantize):
+    """The released TFLite file of a registered model in a quantized form, or None.
+
+    Such files (`<name>.<quantize>.tflite` in the weights folder, e.g. Night-Lite's int8,
+    calibrated on training photographs by `tools/release_tflite.py`) are checked against the
+    folder's SHA256SUMS like the weights.
+    """
+    path = weights_dir() / f"{name}.{quantize}.tflite"
+    if not path.is_file():
+        return None
+    expected = released_sha256(path.parent).get(path.name)
+    if expected and sha256_file(path) != expected:
+        raise ValueError(f"{path} does not match its sha256 in SHA256SUMS; the file is corrupt "
+                         "or from another release")
+    return path
+
+
 def create_model(name, *, weights="default", deploy=True, **overrides):
     """Builds a registered model and loads its weights.
 

@@ -149,7 +149,17 @@ def test_bench_prints_latency_next_to_a_peer(tmp_path):
     assert "latency ratio (ours / peer):" in result.stdout
 
 
+def test_bench_runs_the_released_int8_file(tmp_path):
+    result = run_cli("bench", "--model", "likeunet_night_lite", "--size", "64x96", "--backend",
+                     "tflite", "--quantize", "int8", "--threads", "1", "--runs", "2",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "likeunet_night_lite (tflite int8, 64x96)" in result.stdout
+    assert "no released int8 file" not in result.stderr      # the shipped one, not a new one
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--quantize", "int8"], "needs backend='tflite', not 'keras'"),
     (["--size", "250x256"], "250"),
     (["--size", "big"], "big"),
     (["--model", "no_such_model"], "no_such_model"),

@@ -67,6 +67,18 @@ def test_video_keeps_frames_fps_and_size(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "matted.mp4"]
 
 
+@pytest.mark.slow
+def test_video_with_the_int8_night_lite(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=6, size=(128, 96), fps=6.0)
+    out = tmp_path / "matted.avi"
+    result = run_demo(video, "--no-display", "--output", out, "--model", "likeunet_night_lite",
+                      "--backend", "tflite", "--quantize", "int8", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no released int8 file" not in result.stderr      # the shipped file ran
+    frames, (fps, width, height) = count_frames(out)
+    assert (frames, fps, width, height) == (6, 6.0, 128, 96)
+
+
 def test_no_camera(tmp_path):
     assert_one_line_error(run_demo("0", "--no-display", cwd=tmp_path),
                           "camera 0 could not be opened")
@@ -96,3 +108,5 @@ def test_bad_options(tmp_path, sample_path):
                                    "likeunet_night", cwd=tmp_path), "--gray", "RGB")
     assert_one_line_error(run_demo(sample_path, "--no-display", "--output",
                                    tmp_path / "x.jpg", cwd=tmp_path), ".png")
+    assert_one_line_error(run_demo(sample_path, "--no-display", "--quantize", "int8",
+                                   cwd=tmp_path), "--quantize int8 needs --backend tflite")

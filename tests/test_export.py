@@ -1,6 +1,7 @@
 """Export to SavedModel, ONNX and TFLite agrees with Keras; Matter's onnx/tflite backends."""
 
 import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -128,3 +129,34 @@ def test_matter_backends_give_the_keras_alphas(backend):
     got = Matter("likeunet_dark_light_original", backend=backend).predict(image)
     assert got.shape == ref.shape == (150, 110)
     np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_matter_runs_the_released_int8_night_lite(sample_path):
+    """The shipped int8 file (calibrated on training photos) agrees with float32 Keras."""
+    import tensorflow as tf
+
+    from humanmatting.registry import weights_dir
+
+    image = humanmatting.io.read_image(sample_path)
+    int8 = Matter("likeunet_night_lite", backend="tflite", quantize="int8", realtime=True)
+    assert Path(int8._run.path) == weights_dir() / "likeunet_night_lite.int8.tflite"
+    dtypes = {d["dtype"] for d in tf.lite.Interpreter(int8._run.path).get_tensor_details()}
+    assert np.int8 in dtypes
+    got = int8.predict(image) >= 0.5
+    ref = Matter("likeunet_night_lite", realtime=True).predict(image) >= 0.5
+    assert ref.mean() > 0.1                                   # a person is found
+    assert (got & ref).sum() / (got | ref).sum() > 0.97       # IoU of the two alphas
+
+
+def test_quantize_needs_the_tflite_backend_and_a_known_form():
+    with pytest.raises(ValueError, match="quantize must be None, 'fp16' or 'int8'"):
+        Matter("likeunet_night_lite", backend="tflite", quantize="int4")
+    with pytest.raises(ValueError, match="needs backend='tflite', not 'onnx'"):
+        Matter("likeunet_night_lite", backend="onnx", quantize="int8")
+
+
+def test_int8_without_a_released_file_is_quantized_with_a_warning(tiny_acnet):
+    with pytest.warns(RuntimeWarning, match="no released int8 file; quantizing it now"):
+        matter = Matter(tiny_acnet, backend="tflite", quantize="int8")
+    alpha = matter.predict(make_person_image(70, 90))
+    assert alpha.shape == (70, 90) and 0 <= alpha.min() <= alpha.max() <= 1

@@ -48,3 +48,20 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(io.ImageError, match="could not write"):
         io.write_image(tmp_path / "x.unknownext", np.zeros((2, 2, 3), np.uint8))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_read_image_applies_the_exif_orientation(tmp_path):
+    """Phone photos are often stored sideways with an EXIF orientation tag: they are read as
+    they are shown, so the matte lines up with what the user sees."""
+    from PIL import Image   # a dependency of matplotlib
+
+    stored = np.zeros((40, 80, 3), np.uint8)
+    stored[:, :20] = 255                       # white band on the left as stored
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6                           # orientation 6: rotate 90 degrees clockwise
+    path = tmp_path / "phone.jpg"
+    image.save(path, exif=exif.tobytes(), quality=95)
+    rgb = io.read_image(path)
+    assert rgb.shape == (80, 40, 3)            # upright: tall, not wide
+    assert rgb[:20].mean() > 200 and rgb[-20:].mean() < 50   # the band is now on top

@@ -97,3 +97,23 @@ def test_released_models_are_those_with_weights_on_disk(tmp_path, monkeypatch):
     preset = registry.get_preset("likeunet_night")
     (tmp_path / preset.weights).write_bytes(b"x")
     assert registry.released_models() == ["likeunet_night"]
+
+
+def test_released_tflite_files_are_found_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUMANMATTING_WEIGHTS", str(tmp_path))
+    assert registry.released_tflite("likeunet_night_lite", "int8") is None   # none shipped
+    path = tmp_path / "likeunet_night_lite.int8.tflite"
+    path.write_bytes(b"tflite bytes")
+    assert registry.released_tflite("likeunet_night_lite", "int8") == path   # no sums: taken
+    (tmp_path / "SHA256SUMS").write_text(f"{registry.sha256_file(path)}  {path.name}\n")
+    assert registry.released_tflite("likeunet_night_lite", "int8") == path
+    path.write_bytes(b"other bytes")
+    with pytest.raises(ValueError, match=r"likeunet_night_lite\.int8\.tflite does not match"):
+        registry.released_tflite("likeunet_night_lite", "int8")
+    assert registry.released_tflite("likeunet_night_lite", "fp16") is None
+
+
+def test_the_shipped_int8_file_matches_its_sum():
+    path = registry.released_tflite("likeunet_night_lite", "int8")
+    assert path is not None and path.stat().st_size < 1 << 20
+    assert registry.released_sha256(path.parent)[path.name] == registry.sha256_file(path)

@@ -34,6 +34,11 @@ def build_parser():
     p.add_argument("--output", "-o", default=None,
                    help="image: PNG cut-out with alpha, or a composite when --background is "
                         "given; video or camera: a video of the composite")
+    p.add_argument("--backend", choices=("keras", "onnx", "tflite"), default="keras",
+                   help="runtime (onnx / tflite export the model first)")
+    p.add_argument("--quantize", choices=("fp16", "int8"), default=None,
+                   help="with --backend tflite: a quantized file (Night-Lite ships an int8 "
+                        "one, the fastest way to run it on a CPU)")
     p.add_argument("--no-display", action="store_true", help="run headless (no window)")
     p.add_argument("--background", default=None,
                    help="colour name, #rrggbb, r,g,b or an image path (default for video and "
@@ -217,6 +222,8 @@ def run(args):
     from humanmatting.io import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ImageError, check_file,
                                  parse_background, read_image)
 
+    if args.quantize and args.backend != "tflite":
+        raise DemoError(f"--quantize {args.quantize} needs --backend tflite")
     background = None
     if args.background is not None:
         try:
@@ -254,7 +261,8 @@ def run(args):
     try:
         # still images get the model's test-time flip, scales and refinement; video and webcam
         # frames stay real time (one pass at the chosen size)
-        matter = Matter(model, realtime=image is None)
+        matter = Matter(model, realtime=image is None, backend=args.backend,
+                        quantize=args.quantize)
     except (ValueError, FileNotFoundError) as err:
         raise DemoError(str(err)) from None
     if image is not None:

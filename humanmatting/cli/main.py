@@ -318,6 +318,9 @@ def _add_bench(sub):
     p.add_argument("--model", default=None, help="registered model")
     p.add_argument("--size", default="256x256", help="HxW, multiples of 32")
     p.add_argument("--backend", choices=("keras", "onnx", "tflite"), default="keras")
+    p.add_argument("--quantize", choices=("fp16", "int8"), default=None,
+                   help="with --backend tflite: the released quantized file (Night-Lite's "
+                        "int8), else the model quantized on the spot")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--peer-tflite", default=None, help="e.g. MediaPipe selfie_segmentation")
@@ -337,7 +340,7 @@ def cmd_bench(args):
 
     try:
         rows = bench(args.model or DEFAULT_MODEL, size, args.backend, threads=args.threads,
-                     runs=args.runs, peer_tflite=args.peer_tflite)
+                     runs=args.runs, peer_tflite=args.peer_tflite, quantize=args.quantize)
     except (ValueError, FileNotFoundError) as err:
         return user_error(str(err))
     print(f"{'model':60s} {'median ms':>10s} {'p90 ms':>8s} {'FPS':>7s}")
