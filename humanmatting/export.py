@@ -173,7 +173,9 @@ class _TFLiteRunner:
 
     def __init__(self, path, threads=None):
         self.path = str(path)
-        self.threads = threads
+        # the interpreter's own default runs XNNPACK on one thread; up to 4 of this machine's
+        # cores is what MediaPipe uses for its CPU graphs
+        self.threads = threads or min(4, os.cpu_count() or 1)
         self.delegated = True
         self.interpreter = self._interpreter()
         self.input = self.interpreter.get_input_details()[0]

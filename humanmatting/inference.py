@@ -108,6 +108,8 @@ def _person_channel(output, kind):
 def _cover(background, height, width):
     """Resizes and centre-crops `background` to fill (height, width) without distortion."""
     bh, bw = background.shape[:2]
+    if (bh, bw) == (height, width):   # e.g. a video's background, covered once for all frames
+        return background
     scale = max(height / bh, width / bw)
     nh, nw = max(height, round(bh * scale)), max(width, round(bw * scale))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
@@ -131,7 +133,9 @@ class Matter:
             one nearest its aspect ratio. Multiples of the input divisor (32).
         output: "softmax2" or "sigmoid", for a keras.Model passed directly.
         exported: with backend onnx/tflite, an already exported file to run instead.
-        threads: with backend onnx/tflite, the runtime's thread count.
+        threads: with backend onnx/tflite, the runtime's thread count (default: onnxruntime's
+            own choice; for TFLite up to 4 of the machine's cores, where the interpreter
+            alone would use one).
         quantize: with backend tflite: None (float32), "fp16" or "int8". A registered model
             with its default weights uses the released file when there is one (Night-Lite's
             int8, calibrated on training photographs); otherwise the model is quantized on the
@@ -291,19 +295,26 @@ class Matter:
             raise ValueError(f"alpha shape {alpha.shape} does not match image {image.shape[:2]}")
         if background is None:
             a = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
-            return np.dstack([image, a])
+            return cv2.merge((image, a))
         height, width = image.shape[:2]
+        # image x alpha + background x (1 - alpha) in float32, rounded half to even; OpenCV's
+        # per-channel arithmetic gives the same bits as NumPy's broadcasting, 2-3x faster on
+        # video frames
+        alpha = np.ascontiguousarray(alpha, np.float32)
+        a3 = cv2.merge((alpha, alpha, alpha))
+        rest = np.subtract(np.float32(1.0), a3)
         if isinstance(background, (tuple, list)) and len(background) == 3 and all(
                 np.isscalar(c) for c in background):
             if not all(0 <= c <= 255 for c in background):
                 raise ValueError(f"background colour {tuple(background)} must be 0-255 RGB")
-            bg = np.empty_like(image, dtype=np.float32)
-            bg[:] = np.asarray(background, np.float32)
+            rest = cv2.multiply(rest, tuple(float(c) for c in background) + (0.0,))
         else:
-            bg = _cover(load_rgb(background, "background"), height, width).astype(np.float32)
-        a = alpha[..., None]
-        out = image.astype(np.float32) * a + bg * (1.0 - a)
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+            bg = _cover(load_rgb(background, "background"), height, width)
+            rest = cv2.multiply(rest, bg.astype(np.float32))
+        out = cv2.add(cv2.multiply(image.astype(np.float32), a3), rest)
+        np.rint(out, out=out)
+        np.clip(out, 0, 255, out=out)
+        return out.astype(np.uint8)
 
 
 __all__ = ["Matter", "check_sizes", "choose_size", "scaled_size"]

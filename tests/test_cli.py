@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import fixed_size_peer, make_person_image
+from conftest import fixed_size_peer, make_folder_dataset, make_person_image
 
 
 def run_cli(*args, cwd):
@@ -107,6 +107,33 @@ def test_predict_scales_match_the_python_api(tmp_path):
     assert not (tmp_path / "b.png").exists()
 
 
+@pytest.mark.slow
+def test_predict_and_eval_run_the_int8_backend(tmp_path):
+    from humanmatting.inference import Matter
+
+    people = make_folder_dataset(tmp_path / "people", count=3)
+    image = next((people / "images").iterdir())
+    result = run_cli("predict", image, "--output", tmp_path / "a.png", "--model",
+                     "likeunet_night_lite", "--backend", "tflite", "--quantize", "int8",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    got = cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) / 255
+    int8 = Matter("likeunet_night_lite", backend="tflite", quantize="int8")
+    expected = int8.predict(str(image))
+    np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
+    result = run_cli("eval", "--data", people, "--model", "likeunet_night_lite", "--backend",
+                     "tflite", "--quantize", "int8", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)["per_model"]["likeunet_night_lite"]
+    from humanmatting.data.readers import read_dataset
+    from humanmatting.evaluation import evaluate
+
+    direct = evaluate({"m": int8}, read_dataset(str(people)))["per_model"]["m"]
+    assert report["iou"] == pytest.approx(direct["iou"], abs=1e-6)
+    result = run_cli("eval", "--data", people, "--quantize", "int8", cwd=tmp_path)
+    assert result.returncode == 1 and "--quantize int8 needs --backend tflite" in result.stderr
+
+
 def test_eval_on_people_free_images_scores_false_positives(tmp_path):
     from humanmatting.inference import Matter
 
@@ -159,7 +186,7 @@ def test_bench_runs_the_released_int8_file(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--quantize", "int8"], "needs backend='tflite', not 'keras'"),
+    (["--quantize", "int8"], "--quantize int8 needs --backend tflite"),
     (["--size", "250x256"], "250"),
     (["--size", "big"], "big"),
     (["--model", "no_such_model"], "no_such_model"),

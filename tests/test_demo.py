@@ -110,3 +110,15 @@ def test_bad_options(tmp_path, sample_path):
                                    tmp_path / "x.jpg", cwd=tmp_path), ".png")
     assert_one_line_error(run_demo(sample_path, "--no-display", "--quantize", "int8",
                                    cwd=tmp_path), "--quantize int8 needs --backend tflite")
+
+
+def test_fps_meter_overlay_is_smoothed_and_summary_is_the_mean(monkeypatch):
+    from humanmatting.cli import demo
+
+    clock = iter([0.0, 0.1, 0.3])
+    monkeypatch.setattr(demo.time, "perf_counter", lambda: next(clock))
+    meter = demo.FPSMeter(smoothing=0.9)
+    assert meter.tick() is None and meter.mean is None        # one frame: no rate yet
+    assert meter.tick() == pytest.approx(10.0)                 # 1 / 0.1 s
+    assert meter.tick() == pytest.approx(0.9 * 10 + 0.1 * 5)   # then 1 / 0.2 s, smoothed
+    assert meter.mean == pytest.approx(2 / 0.3)                # 2 intervals in 0.3 s

@@ -1,5 +1,6 @@
 """Export to SavedModel, ONNX and TFLite agrees with Keras; Matter's onnx/tflite backends."""
 
+import os
 import warnings
 from pathlib import Path
 
@@ -140,6 +141,7 @@ def test_matter_runs_the_released_int8_night_lite(sample_path):
     image = humanmatting.io.read_image(sample_path)
     int8 = Matter("likeunet_night_lite", backend="tflite", quantize="int8", realtime=True)
     assert Path(int8._run.path) == weights_dir() / "likeunet_night_lite.int8.tflite"
+    assert int8._run._run.threads == min(4, os.cpu_count())    # not TFLite's single thread
     dtypes = {d["dtype"] for d in tf.lite.Interpreter(int8._run.path).get_tensor_details()}
     assert np.int8 in dtypes
     got = int8.predict(image) >= 0.5

@@ -109,6 +109,22 @@ def test_composite_rgba_colour_and_image(matter):
         matter.composite(image, alpha=alpha[:10])
 
 
+def test_composite_is_the_alpha_blend_rounded_half_to_even(matter):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    alpha = rng.random((48, 64)).astype(np.float32)
+    alpha[:, :8] = 0.5                       # exact halves: ties round to even
+    backdrop = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    for background, bg in (((3, 250, 128), np.array([3, 250, 128], np.float32)),
+                           (backdrop, backdrop.astype(np.float32))):
+        a = alpha[..., None]
+        expected = np.clip(np.rint(image.astype(np.float32) * a + bg * (1 - a)), 0, 255)
+        got = matter.composite(image, background, alpha=alpha)
+        np.testing.assert_array_equal(got, expected.astype(np.uint8))
+    rgba = matter.composite(image, alpha=alpha)
+    np.testing.assert_array_equal(rgba[..., 3], np.rint(alpha * 255).astype(np.uint8))
+
+
 def test_matter_takes_a_keras_model_in_training_form():
     model = humanmatting.create_model("likeunet_night", weights=None, deploy=False)
     matter = Matter(model)

@@ -90,3 +90,20 @@ class Progress:
             self._last_decile = int(10 * fraction)
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def add_backend_options(p):
+    """--backend and --quantize: which runtime runs the model (predict, eval, bench, demo)."""
+    p.add_argument("--backend", choices=("keras", "onnx", "tflite"), default="keras",
+                   help="runtime (onnx / tflite export the model first)")
+    p.add_argument("--quantize", choices=("fp16", "int8"), default=None,
+                   help="with --backend tflite: the model's released quantized file "
+                        "(Night-Lite ships an int8 one, the fastest way to run it on a CPU), "
+                        "else the model quantized on the spot")
+
+
+def check_backend_options(args):
+    """The --quantize / --backend combination's error message, or None."""
+    if args.quantize and args.backend != "tflite":
+        return f"--quantize {args.quantize} needs --backend tflite"
+    return None

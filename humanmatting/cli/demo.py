@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from humanmatting.cli.common import import_tensorflow, quiet_logs, user_error
+from humanmatting.cli.common import (add_backend_options, check_backend_options,
+                                     import_tensorflow, quiet_logs, user_error)
 
 WINDOW = "humanmatting (q quits)"
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
@@ -34,11 +35,7 @@ def build_parser():
     p.add_argument("--output", "-o", default=None,
                    help="image: PNG cut-out with alpha, or a composite when --background is "
                         "given; video or camera: a video of the composite")
-    p.add_argument("--backend", choices=("keras", "onnx", "tflite"), default="keras",
-                   help="runtime (onnx / tflite export the model first)")
-    p.add_argument("--quantize", choices=("fp16", "int8"), default=None,
-                   help="with --backend tflite: a quantized file (Night-Lite ships an int8 "
-                        "one, the fastest way to run it on a CPU)")
+    add_backend_options(p)
     p.add_argument("--no-display", action="store_true", help="run headless (no window)")
     p.add_argument("--background", default=None,
                    help="colour name, #rrggbb, r,g,b or an image path (default for video and "
@@ -62,12 +59,14 @@ def choose_model(args):
 
 
 class FPSMeter:
-    """Exponentially smoothed frames per second."""
+    """Exponentially smoothed frames per second (the overlay), and the mean over every frame
+    after the first (`mean`, the summary: the first frame also pays for warm-up)."""
 
     def __init__(self, smoothing=0.9):
         self.smoothing = smoothing
         self.fps = None
-        self._last = None
+        self._last = self._first = None
+        self._ticks = 0
 
     def tick(self):
         now = time.perf_counter()
@@ -75,8 +74,17 @@ class FPSMeter:
             current = 1.0 / max(now - self._last, 1e-6)
             self.fps = current if self.fps is None else (
                 self.smoothing * self.fps + (1 - self.smoothing) * current)
+        else:
+            self._first = now
         self._last = now
+        self._ticks += 1
         return self.fps
+
+    @property
+    def mean(self):
+        if self._ticks < 2:
+            return None
+        return (self._ticks - 1) / max(self._last - self._first, 1e-6)
 
 
 def has_screen():
@@ -193,6 +201,10 @@ def run_stream(args, cap, first_frame, matter, background, display):
     import cv2
 
     height, width = first_frame.shape[:2]
+    if not isinstance(background, tuple):   # an image: scaled to cover the frame once, not
+        from humanmatting.inference import _cover   # on every frame
+
+        background = _cover(background, height, width)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and fps > 0 else 30.0
     meter = FPSMeter()
@@ -212,7 +224,7 @@ def run_stream(args, cap, first_frame, matter, background, display):
             ok, frame = cap.read()
             frame = frame if ok else None
     what = f"camera {args.source}" if args.source.isdigit() else args.source
-    fps_text = f", {meter.fps:.1f} FPS" if meter.fps else ""
+    fps_text = f", {meter.mean:.1f} FPS" if meter.mean else ""
     print(f"{what}: {frames} frame(s) at {width}x{height}{fps_text}")
     if args.output:
         print(f"wrote {args.output}")
@@ -222,8 +234,8 @@ def run(args):
     from humanmatting.io import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ImageError, check_file,
                                  parse_background, read_image)
 
-    if args.quantize and args.backend != "tflite":
-        raise DemoError(f"--quantize {args.quantize} needs --backend tflite")
+    if check_backend_options(args):
+        raise DemoError(check_backend_options(args))
     background = None
     if args.background is not None:
         try:

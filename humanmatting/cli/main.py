@@ -6,8 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from humanmatting.cli.common import (Progress, import_tensorflow, quiet_logs, report_failures,
-                                     user_error)
+from humanmatting.cli.common import (Progress, add_backend_options, check_backend_options,
+                                     import_tensorflow, quiet_logs, report_failures, user_error)
 
 FORMATS = ("alpha", "rgba", "composite")
 
@@ -23,7 +23,9 @@ def parse_scales(text):
 
 
 def _add_still_options(p):
-    """--flip, --scales and --refine: how `Matter` treats each still image (predict, eval)."""
+    """--flip, --scales and --refine: how `Matter` treats each still image (predict, eval);
+    with --backend and --quantize."""
+    add_backend_options(p)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average with the mirrored prediction (2x "
                         "time); default: the model's own (on for the LikeUnets trained here)")
@@ -38,9 +40,11 @@ def _add_still_options(p):
 
 
 def _still_options(args):
-    """Matter's flip / scales / refine from those options (None: the model's own default)."""
+    """Matter's flip / scales / refine (None: the model's own default), backend and quantize
+    from those options."""
     refine = None if args.refine is None else ("cf" if args.refine else False)
-    return {"flip": args.flip, "scales": args.scales, "refine": refine}
+    return {"flip": args.flip, "scales": args.scales, "refine": refine,
+            "backend": args.backend, "quantize": args.quantize}
 
 
 def _add_list(sub):
@@ -104,6 +108,8 @@ def collect_inputs(inputs):
 
 
 def cmd_predict(args):
+    if check_backend_options(args):
+        return user_error(check_backend_options(args))
     from humanmatting.io import ImageError, parse_background
 
     background = None
@@ -205,6 +211,8 @@ def _add_eval(sub):
 
 
 def cmd_eval(args):
+    if check_backend_options(args):
+        return user_error(check_backend_options(args))
     import json
 
     from humanmatting.data.readers import read_dataset
@@ -317,10 +325,7 @@ def _add_bench(sub):
     p = sub.add_parser("bench", help="latency of a model (and a peer) on this machine")
     p.add_argument("--model", default=None, help="registered model")
     p.add_argument("--size", default="256x256", help="HxW, multiples of 32")
-    p.add_argument("--backend", choices=("keras", "onnx", "tflite"), default="keras")
-    p.add_argument("--quantize", choices=("fp16", "int8"), default=None,
-                   help="with --backend tflite: the released quantized file (Night-Lite's "
-                        "int8), else the model quantized on the spot")
+    add_backend_options(p)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--peer-tflite", default=None, help="e.g. MediaPipe selfie_segmentation")
@@ -328,6 +333,8 @@ def _add_bench(sub):
 
 
 def cmd_bench(args):
+    if check_backend_options(args):
+        return user_error(check_backend_options(args))
     from humanmatting.bench import parse_size
 
     try:
