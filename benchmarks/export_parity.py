@@ -10,7 +10,8 @@ Printed per format: the largest |difference| of the person probability from Kera
 and on the photo the IoU of the alphas thresholded at 0.5 (on the random input the person
 region is tiny or empty, so its IoU, kept in --json, says little). fp32 formats must agree to 1e-4 (marked FAIL otherwise);
 fp16 and int8 are reported. int8 is calibrated on the given images (default: the sample photo
-and generated images).
+and generated images); a model that ships a quantized file (Night-Lite's int8, calibrated on
+training photographs) also gets a row for that file.
 """
 
 import argparse
@@ -46,7 +47,7 @@ def parity(name, size, calibrate, workdir):
     """{format label: {input: {max_abs_diff, iou_thresholded}}} for one model."""
     from humanmatting.export import compare_with_keras, deployable, export
     from humanmatting.io import load_rgb, sample_image_path
-    from humanmatting.registry import get_preset
+    from humanmatting.registry import get_preset, released_tflite
 
     model, _ = deployable(name)
     spec = get_preset(name).input
@@ -61,6 +62,13 @@ def parity(name, size, calibrate, workdir):
             "photo": compare_with_keras(model, path, fmt, spec, size=size, image=photo),
             "random": compare_with_keras(model, path, fmt, spec, size=size),
         }
+    for quantize in ("fp16", "int8"):   # the quantized files we ship, as users get them
+        path = released_tflite(name, quantize)
+        if path is not None:
+            rows[f"tflite {quantize} (released)"] = {
+                "photo": compare_with_keras(model, path, "tflite", spec, size=size, image=photo),
+                "random": compare_with_keras(model, path, "tflite", spec, size=size),
+            }
     return rows
 
 
@@ -87,7 +95,7 @@ def main():
     results, failed = {}, []
     print(f"input {size[0]}x{size[1]}; max |diff| of the person probability vs Keras, and IoU "
           f"of alphas thresholded at 0.5")
-    print(f"{'model':30s} {'format':18s} {'photo diff':>11s} {'photo IoU':>10s} "
+    print(f"{'model':30s} {'format':24s} {'photo diff':>11s} {'photo IoU':>10s} "
           f"{'random diff':>12s}")
     with tempfile.TemporaryDirectory(prefix="humanmatting-parity-") as workdir:
         for name in models:
@@ -103,7 +111,7 @@ def main():
                     mark = "ok" if worst <= TOLERANCE else "FAIL"
                     if worst > TOLERANCE:
                         failed.append(f"{name} {label}")
-                print(f"{name:30s} {label:18s} {row['photo']['max_abs_diff']:11.2e} "
+                print(f"{name:30s} {label:24s} {row['photo']['max_abs_diff']:11.2e} "
                       f"{row['photo']['iou_thresholded']:10.4f} "
                       f"{row['random']['max_abs_diff']:12.2e} {mark}")
     if args.json:

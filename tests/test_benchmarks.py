@@ -60,6 +60,18 @@ def test_export_parity_table(tmp_path):
     assert result.stdout.count(" ok") == 3
 
 
+@pytest.mark.slow
+def test_export_parity_reports_the_released_int8_file(tmp_path):
+    out = tmp_path / "parity.json"
+    result = run_script("export_parity.py", "--models", "likeunet_night_lite", "--size", "128x96",
+                        "--json", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["models"]["likeunet_night_lite"]
+    assert "tflite int8 (released)" in rows and "tflite fp16 (released)" not in rows
+    assert rows["tflite int8 (released)"]["photo"]["iou_thresholded"] > 0.9
+    assert result.stdout.count(" ok") == 3            # the quantized rows are not graded
+
+
 def test_export_parity_rejects_missing_calibration(tmp_path):
     result = run_script("export_parity.py", "--calibrate", tmp_path / "nope", cwd=tmp_path)
     assert result.returncode != 0 and "nope" in result.stderr
