@@ -102,6 +102,17 @@ def test_steady_rate_leaves_out_compiling_steps():
     assert train_device.steady_rate(0, 16, 5.0) is None     # every step compiled a shape
 
 
+def test_augment_takes_images_wider_than_the_bucket():
+    """h = 53 at a 320x256 bucket: 53 x 0.8 / 0.8 rounds to 53.000000000000007 > h, which
+    made the crop's offset draw fail ("high - low < 0") on wide people-free strips."""
+    rng = np.random.default_rng(0)
+    rgb = np.full((53, 400, 3), 90, np.uint8)
+    for _ in range(20):   # area scales near 1 make the crop as tall as the image
+        image, alpha = train_device.augment(rng, rgb, np.zeros((53, 400), np.uint8), (320, 256),
+                                            [], min_scale=1.0)
+        assert image.shape == (320, 256, 3) and alpha.shape == (320, 256) and alpha.max() == 0
+
+
 def test_mix_parses_and_rejects_bad_text():
     assert train_device._parse_mix("a=0.5, b=1") == {"a": 0.5, "b": 1.0}
     assert train_device._parse_mix("") == {}

@@ -164,7 +164,8 @@ def augment(rng, rgb, mask, size, backgrounds, *, composite_p=0.25, gray_p=0.1,
     ch = min(h, math.sqrt(area / aspect))
     cw = min(w, ch * aspect)
     ch = cw / aspect
-    y0, x0 = rng.uniform(0, h - ch), rng.uniform(0, w - cw)
+    # max(0, ...): ch = cw / aspect can exceed h by a rounding step (very wide images)
+    y0, x0 = rng.uniform(0, max(0.0, h - ch)), rng.uniform(0, max(0.0, w - cw))
     src = np.float32([[x0, y0], [x0 + cw, y0], [x0 + cw, y0 + ch], [x0, y0 + ch]])
     src += rng.uniform(-perspective, perspective, (4, 2)).astype(np.float32) * [cw, ch]
     angle = math.radians(rng.uniform(-max_rotation, max_rotation))
