@@ -234,3 +234,19 @@ def test_freeze_batchnorm_makes_training_mode_the_inference_function():
     assert len(model.trainable_weights) == before - 2 * 15  # gamma and beta of each
     np.testing.assert_allclose(np.asarray(model(x, training=True)),
                                np.asarray(model(x, training=False)), atol=0)
+
+
+def test_negative_strips_are_the_bands_the_person_never_touches():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("negative_strips",
+                                                  ROOT / "tools" / "negative_strips.py")
+    strips = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(strips)
+    mask = np.zeros((200, 300), np.uint8)
+    mask[120:, 100:180] = 255                     # a person at the bottom centre
+    # rows 0..109 are free (margin 10 above row 120); columns 0..89 and 190..299 too
+    assert strips.free_bands(mask, margin=10, min_side=64) == [
+        (0, 90, 1), (190, 110, 1), (0, 110, 0)]
+    assert strips.free_bands(mask, margin=10, min_side=100) == [(190, 110, 1), (0, 110, 0)]
+    assert strips.free_bands(np.full((50, 50), 255, np.uint8)) == []
