@@ -250,3 +250,32 @@ def test_negative_strips_are_the_bands_the_person_never_touches():
         (0, 90, 1), (190, 110, 1), (0, 110, 0)]
     assert strips.free_bands(mask, margin=10, min_side=100) == [(190, 110, 1), (0, 110, 0)]
     assert strips.free_bands(np.full((50, 50), 255, np.uint8)) == []
+
+
+def test_val_bands_are_the_longest_free_band_of_each_validation_photo(tmp_path):
+    import importlib.util
+
+    from humanmatting.data.readers import read_dataset
+
+    spec = importlib.util.spec_from_file_location("negative_strips",
+                                                  ROOT / "tools" / "negative_strips.py")
+    strips = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(strips)
+    data = tmp_path / "people"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        cv2.imwrite(str(data / "images" / f"{i:03d}.png"),
+                    rng.integers(0, 256, (200, 300, 3), dtype=np.uint8))
+        mask = np.zeros((200, 300), np.uint8)
+        mask[120:, 100:180] = 255
+        cv2.imwrite(str(data / "masks" / f"{i:03d}.png"), mask)
+    out = tmp_path / "bands"
+    assert strips.main(["--data", str(data), "--val-bands", str(out)]) == 0
+    _, val = read_dataset(str(data)).split(0.1)
+    assert len(val) > 0 and sorted(p.name for p in out.iterdir()) == sorted(
+        f"people-{Path(p).stem}.png" for p in val.images)
+    for path in val.images:   # columns 190..299: the first of the two 110-pixel bands
+        band = cv2.imread(str(out / f"people-{Path(path).stem}.png"))
+        np.testing.assert_array_equal(band, cv2.imread(path)[:, 190:])

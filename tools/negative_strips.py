@@ -11,6 +11,10 @@ folder for `tools/train_device.py train`: the `--pack` folder's datasets (linked
 plus a `negatives` dataset of these bands (kind backgrounds, training split only; give it a
 sampling weight with `--mix negatives=W`). They add negatives from many more scenes than the
 few clips of ../shared/data/backgrounds.
+
+`--val-bands DIR` instead writes a people-free test folder from the *validation* split: of each
+photo, its longest band (at least 96 pixels across, at most 4:1), as PNG; score it with
+`humanmatting eval --data DIR --kind backgrounds --model NAME`.
 """
 
 import argparse
@@ -47,13 +51,19 @@ def free_bands(mask, margin=10, min_side=64):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", required=True, help="folder datasets")
-    parser.add_argument("--pack", required=True, help="packed folder to extend")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--pack", help="packed folder to extend")
+    parser.add_argument("--out", help="the extended packed folder")
+    parser.add_argument("--val-bands", help="or: a folder for the validation photos' bands")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--margin", type=int, default=10)
     parser.add_argument("--min-side", type=int, default=64)
     args = parser.parse_args(argv)
     from humanmatting.data.readers import read_dataset
+
+    if args.val_bands:
+        return write_val_bands(args, read_dataset)
+    if not (args.pack and args.out):
+        parser.error("--pack and --out are needed (or --val-bands)")
 
     out, pack = Path(args.out), Path(args.pack).resolve()
     manifest = json.loads((pack / "manifest.json").read_text())
@@ -88,6 +98,30 @@ def main(argv=None):
                                  "train": count, "val": 0})
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     print(f"{out}: {count} people-free bands")
+    return 0
+
+
+def write_val_bands(args, read_dataset):
+    out = Path(args.val_bands)
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for data in args.data:
+        _, val = read_dataset(data).split(args.val_fraction)
+        for image_path, mask_path in zip(val.images, val.targets):
+            image = cv2.imread(image_path)
+            mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
+            if image is None or mask is None or mask.shape != image.shape[:2]:
+                continue
+            bands = free_bands(mask, args.margin, min_side=1)
+            if not bands:
+                continue
+            start, length, axis = max(bands, key=lambda b: b[1])
+            band = image[:, start:start + length] if axis == 1 else image[start:start + length]
+            if min(band.shape[:2]) < 96 or max(band.shape[:2]) / min(band.shape[:2]) > 4:
+                continue
+            cv2.imwrite(str(out / f"{Path(data).name}-{Path(image_path).stem}.png"), band)
+            count += 1
+    print(f"{out}: {count} people-free validation bands")
     return 0
 
 
