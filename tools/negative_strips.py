@@ -48,6 +48,20 @@ def free_bands(mask, margin=10, min_side=64):
     return bands
 
 
+def _photos(datasets, split, val_fraction, read_dataset):
+    """(dataset-stem name, BGR image, mask) of each readable pair of one side of the split."""
+    for data in datasets:
+        pairs = read_dataset(data).split(val_fraction)[split == "val"]
+        for image_path, mask_path in zip(pairs.images, pairs.targets):
+            image = cv2.imread(image_path)
+            mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
+            if image is None or mask is None or mask.shape != image.shape[:2]:
+                print(f"skipped {image_path}: unreadable or mask of another size",
+                      file=sys.stderr)
+                continue
+            yield f"{Path(data).name}-{Path(image_path).stem}", image, mask
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", required=True, help="folder datasets")
@@ -75,23 +89,12 @@ def main(argv=None):
     folder.mkdir(parents=True, exist_ok=True)
     (out / "negatives" / "val").mkdir(exist_ok=True)
     count = 0
-    for data in args.data:
-        train, _ = read_dataset(data).split(args.val_fraction)
-        for image_path, mask_path in zip(train.images, train.targets):
-            image = cv2.imread(image_path)
-            mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
-            if image is None or mask is None or mask.shape != image.shape[:2]:
-                print(f"skipped {image_path}: unreadable or mask of another size",
-                      file=sys.stderr)
-                continue
-            for k, (start, length, axis) in enumerate(free_bands(mask, args.margin,
-                                                                 args.min_side)):
-                band = (image[:, start:start + length] if axis == 1
-                        else image[start:start + length])
-                name = f"{Path(data).name}-{Path(image_path).stem}-{k}.jpg"
-                cv2.imwrite(str(folder / name), _shrink(band, SHORT_SIDE),
-                            [cv2.IMWRITE_JPEG_QUALITY, 92])
-                count += 1
+    for stem, image, mask in _photos(args.data, "train", args.val_fraction, read_dataset):
+        for k, (start, length, axis) in enumerate(free_bands(mask, args.margin, args.min_side)):
+            band = image[:, start:start + length] if axis == 1 else image[start:start + length]
+            cv2.imwrite(str(folder / f"{stem}-{k}.jpg"), _shrink(band, SHORT_SIDE),
+                        [cv2.IMWRITE_JPEG_QUALITY, 92])
+            count += 1
     manifest["datasets"] = [d for d in manifest["datasets"] if d["name"] != "negatives"]
     manifest["datasets"].append({"name": "negatives", "kind": "backgrounds", "weight": 0.0,
                                  "source": "people-free bands of " + ", ".join(args.data),
@@ -105,22 +108,16 @@ def write_val_bands(args, read_dataset):
     out = Path(args.val_bands)
     out.mkdir(parents=True, exist_ok=True)
     count = 0
-    for data in args.data:
-        _, val = read_dataset(data).split(args.val_fraction)
-        for image_path, mask_path in zip(val.images, val.targets):
-            image = cv2.imread(image_path)
-            mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
-            if image is None or mask is None or mask.shape != image.shape[:2]:
-                continue
-            bands = free_bands(mask, args.margin, min_side=1)
-            if not bands:
-                continue
-            start, length, axis = max(bands, key=lambda b: b[1])
-            band = image[:, start:start + length] if axis == 1 else image[start:start + length]
-            if min(band.shape[:2]) < 96 or max(band.shape[:2]) / min(band.shape[:2]) > 4:
-                continue
-            cv2.imwrite(str(out / f"{Path(data).name}-{Path(image_path).stem}.png"), band)
-            count += 1
+    for stem, image, mask in _photos(args.data, "val", args.val_fraction, read_dataset):
+        bands = free_bands(mask, args.margin, min_side=1)
+        if not bands:
+            continue
+        start, length, axis = max(bands, key=lambda b: b[1])
+        band = image[:, start:start + length] if axis == 1 else image[start:start + length]
+        if min(band.shape[:2]) < 96 or max(band.shape[:2]) / min(band.shape[:2]) > 4:
+            continue
+        cv2.imwrite(str(out / f"{stem}.png"), band)
+        count += 1
     print(f"{out}: {count} people-free validation bands")
     return 0
 
