@@ -234,8 +234,8 @@ def run(args):
     from humanmatting.io import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ImageError, check_file,
                                  parse_background, read_image)
 
-    if check_backend_options(args):
-        raise DemoError(check_backend_options(args))
+    if (problem := check_backend_options(args)):
+        raise DemoError(problem)
     background = None
     if args.background is not None:
         try:

@@ -108,8 +108,8 @@ def collect_inputs(inputs):
 
 
 def cmd_predict(args):
-    if check_backend_options(args):
-        return user_error(check_backend_options(args))
+    if (problem := check_backend_options(args)):
+        return user_error(problem)
     from humanmatting.io import ImageError, parse_background
 
     background = None
@@ -211,8 +211,8 @@ def _add_eval(sub):
 
 
 def cmd_eval(args):
-    if check_backend_options(args):
-        return user_error(check_backend_options(args))
+    if (problem := check_backend_options(args)):
+        return user_error(problem)
     import json
 
     from humanmatting.data.readers import read_dataset
@@ -333,8 +333,8 @@ def _add_bench(sub):
 
 
 def cmd_bench(args):
-    if check_backend_options(args):
-        return user_error(check_backend_options(args))
+    if (problem := check_backend_options(args)):
+        return user_error(problem)
     from humanmatting.bench import parse_size
 
     try:
