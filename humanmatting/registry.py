@@ -84,6 +84,8 @@ class Preset:
         refine: None, or the pymatting method ("cf" closed form, "knn") with which `Matter`
             refines each still image's alpha by default: a trimap from the alpha (a thin
             unknown band around its 0.5 edge) and matting of the image inside the band.
+        min_region: `Matter`'s default for dropping person regions smaller than this
+            fraction of the image (`inference.remove_small_regions`; 0 = keep every region).
     """
 
     name: str
@@ -97,6 +99,7 @@ class Preset:
     flip: bool = False
     scales: tuple = (1.0,)
     refine: str | None = None
+    min_region: float = 0.0
 
 
 def weights_dir():

@@ -7,7 +7,8 @@ import pytest
 
 import humanmatting
 from conftest import make_person_image
-from humanmatting.inference import Matter, check_sizes, choose_size, scaled_size
+from humanmatting.inference import (Matter, check_sizes, choose_size, remove_small_regions,
+                                    scaled_size)
 from humanmatting.io import ImageError
 from humanmatting.registry import SIZES_256, check_scales
 
@@ -152,8 +153,10 @@ def test_softmax_output_convention():
 
 def test_flip_averages_the_mirrored_prediction():
     image = make_person_image(70, 130, seed=3)
-    plain = Matter("likeunet_night", sizes=[(64, 128)], flip=False, scales=(1.0,), refine=False)
-    flipped = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,), refine=False)
+    plain = Matter("likeunet_night", sizes=[(64, 128)], flip=False, scales=(1.0,), refine=False,
+                   min_region=0)
+    flipped = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,), refine=False,
+                     min_region=0)
     x = plain.preprocess(image)
     a = np.asarray(plain._run(x))[0]
     b = np.asarray(plain._run(np.ascontiguousarray(x[:, :, ::-1])))[0][:, ::-1]
@@ -193,8 +196,10 @@ def test_scales_must_be_positive_numbers():
 
 def test_scales_average_the_alphas_of_each_size():
     image = make_person_image(70, 130, seed=4)
-    one = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,), refine=False)
-    two = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(0.5, 1.5), refine=False)
+    one = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,), refine=False,
+                 min_region=0)
+    two = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(0.5, 1.5), refine=False,
+                 min_region=0)
     parts = []
     for h, w in ((32, 64), (96, 192)):   # 64x128 times 0.5 and 1.5
         x = two.preprocess(image, scale=(h / 64))
@@ -213,6 +218,7 @@ def test_realtime_is_one_plain_pass():
     x = frames.preprocess(image)
     expected = np.clip(cv2.resize(np.asarray(frames._run(x))[0], (130, 70),
                                   interpolation=cv2.INTER_LINEAR), 0, 1)
+    expected = remove_small_regions(expected, frames.min_region)   # cheap: frames keep it
     np.testing.assert_allclose(frames.predict(image), expected, atol=1e-6)
     still = Matter("likeunet_night_lite").predict(image)   # flip, scales, refinement
     assert np.abs(still - expected).max() > 1e-3
@@ -267,3 +273,66 @@ def test_run_is_the_model_alone_at_its_resolution(matter):
     np.testing.assert_allclose(prob[0], expected, atol=1e-6)
     resized = cv2.resize(prob[0], (640, 480), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(matter.predict(image), np.clip(resized, 0, 1), atol=1e-6)
+
+
+def test_remove_small_regions_by_hand():
+    alpha = np.zeros((100, 100), np.float32)
+    alpha[10:40, 10:40] = 1.0                 # 900 solid pixels: kept
+    alpha[59:66, 59:66] = 0.3                 # a halo of 0.3 ...
+    alpha[60:65, 60:65] = 0.9                 # ... around 25 solid pixels: dropped, halo too
+    alpha[80:90, 5:10] = 0.4                  # soft only (no pixel >= 0.5): dropped
+    alpha[80:85, 80:90] = 0.8                 # exactly 50 solid pixels = 0.5 % of 10,000: kept
+    alpha[10:15, 60:65] = 1.0                 # 25 solid pixels joined to the big block by ...
+    alpha[12:13, 40:60] = 0.2                 # ... a soft bridge (> 0.1): one region, kept
+    alpha[95, 95] = 0.05                      # under the support: not a region at all
+    out = remove_small_regions(alpha, 0.005)
+    expected = alpha.copy()
+    expected[59:66, 59:66] = 0.0
+    expected[80:90, 5:10] = 0.0
+    np.testing.assert_array_equal(out, expected)
+    assert out is not alpha and alpha[62, 62] == 0.9            # the input is left alone
+    np.testing.assert_array_equal(remove_small_regions(alpha, 0.0), alpha)
+    # 51 pixels needed: the 50-pixel region goes too
+    assert remove_small_regions(alpha, 0.0051)[82, 85] == 0.0
+    # diagonal neighbours are connected (8-neighbourhood): two 25-pixel blocks touching at a
+    # corner make one region of 50
+    corner = np.zeros((100, 100), np.float32)
+    corner[0:5, 0:5] = corner[5:10, 5:10] = 1.0
+    np.testing.assert_array_equal(remove_small_regions(corner, 0.005), corner)
+    np.testing.assert_array_equal(remove_small_regions(np.zeros((8, 8)), 0.5), 0.0)
+    with pytest.raises(ValueError, match="alpha must be"):
+        remove_small_regions(np.zeros((4, 4, 1)), 0.01)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="min_area"):
+            remove_small_regions(alpha, bad)
+
+
+def test_min_region_defaults_to_the_preset_and_runs_before_refinement(sample_path):
+    from humanmatting.data.refine import refine_alpha
+    from humanmatting.inference import REFINE_BAND
+
+    assert Matter("likeunet_night").min_region == 0.005
+    assert Matter("likeunet_night_lite", realtime=True).min_region == 0.005  # frames keep it
+    assert Matter("likeunet_night", min_region=0).min_region == 0.0
+    assert Matter("likeunet_dark_light_original").min_region == 0.0          # as released
+    inputs = keras.Input((None, None, 3))
+    assert Matter(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))).min_region == 0.0
+    with pytest.raises(ValueError, match="min_region"):
+        Matter("likeunet_night", min_region=1.5)
+    image = humanmatting.io.read_image(sample_path)
+    one = dict(flip=False, scales=(1.0,))
+    raw = Matter("likeunet_night", refine=False, min_region=0, **one).predict(image)
+    # the person is one region of ~40 % of the photo: a threshold of 0.6 removes it, 0.2 not
+    assert 0.2 < (raw >= 0.5).mean() < 0.6
+    big = Matter("likeunet_night", refine=False, min_region=0.6, **one).predict(image)
+    np.testing.assert_array_equal(big, remove_small_regions(raw, 0.6))
+    assert (big >= 0.5).sum() == 0
+    small = Matter("likeunet_night", refine=False, min_region=0.2, **one)
+    assert (small.predict(image) >= 0.5).sum() == (remove_small_regions(raw, 0.2) >= 0.5).sum()
+    assert (small.predict(image) >= 0.5).sum() > 0.2 * raw.size
+    # with refinement: the regions are removed first, then the edge refined
+    band = max(2, round(REFINE_BAND * max(image.shape[:2])))
+    refined = Matter("likeunet_night", refine="cf", min_region=0.2, **one).predict(image)
+    expected = refine_alpha(image, remove_small_regions(raw, 0.2), method="cf", erode=band,
+                            dilate=band)
+    np.testing.assert_allclose(refined, expected, atol=1e-6)

@@ -279,3 +279,55 @@ def test_val_bands_are_the_longest_free_band_of_each_validation_photo(tmp_path):
     for path in val.images:   # columns 190..299: the first of the two 110-pixel bands
         band = cv2.imread(str(out / f"people-{Path(path).stem}.png"))
         np.testing.assert_array_equal(band, cv2.imread(path)[:, 190:])
+
+
+def test_soup_averages_released_weights_tensor_by_tensor(tmp_path):
+    import keras
+
+    import humanmatting
+
+    arch = json.loads(ARCH)
+    files = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        model = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=True,
+                                          **arch)
+        files.append(tmp_path / f"w{seed}.weights.h5")
+        model.save_weights(files[-1])
+    models = tmp_path / "models"
+    models.mkdir()
+    assert train_device.main(["soup", "--model", "likeunet_night_lite", "--weights",
+                              *map(str, files), "--models", str(models), "--arch", ARCH]) == 0
+    souped = humanmatting.create_model(
+        "likeunet_night_lite", weights=models / "likeunet_night_lite.weights.h5", **arch)
+    a, b = (humanmatting.create_model("likeunet_night_lite", weights=f, **arch).get_weights()
+            for f in files)
+    assert any(np.abs(x - y).max() > 1e-3 for x, y in zip(a, b))   # two different models
+    for got, x, y in zip(souped.get_weights(), a, b):
+        np.testing.assert_allclose(got, (x + y) / 2, rtol=1e-6, atol=1e-7)
+    assert "likeunet_night_lite.weights.h5" in (models / "SHA256SUMS").read_text()
+
+
+def test_carry_releases_nights_weights_as_dark(tmp_path, capsys):
+    import keras
+
+    import humanmatting
+
+    keras.utils.set_random_seed(3)
+    night = humanmatting.create_model("likeunet_night", weights=None)
+    night.save_weights(tmp_path / "night.weights.h5")
+    models = tmp_path / "models"
+    models.mkdir()
+    assert train_device.main(["carry", "--model", "likeunet_dark", "--from", "likeunet_night",
+                              "--weights", str(tmp_path / "night.weights.h5"),
+                              "--models", str(models)]) == 0
+    dark = humanmatting.create_model("likeunet_dark", weights=models / "likeunet_dark.weights.h5")
+    gray = np.random.default_rng(1).uniform(0, 1, (1, 64, 96, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(dark(gray)),
+                               np.asarray(night(np.repeat(gray, 3, -1))), atol=1e-5)
+    assert "likeunet_dark.weights.h5" in (models / "SHA256SUMS").read_text()
+    before = (models / "likeunet_dark.weights.h5").read_bytes()
+    assert train_device.main(["carry", "--model", "likeunet_dark", "--from",   # another
+                              "likeunet_night_lite", "--models", str(models)]) == 1  # design
+    assert "does not fit" in capsys.readouterr().err
+    assert (models / "likeunet_dark.weights.h5").read_bytes() == before      # left alone

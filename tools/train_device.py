@@ -399,21 +399,70 @@ def _write_history(out, history):
 def release(args):
     """Fuses a training-form weights file into `models/` and records its sha256."""
     from humanmatting.fusion import fuse
-    from humanmatting.io import atomic_path
-    from humanmatting.registry import create_model, sha256_file
-    from humanmatting.training.export import MAX_RELEASE_BYTES, _update_sums
+    from humanmatting.registry import create_model
 
     arch = json.loads(args.arch) if args.arch else {}
-    model = fuse(create_model(args.model, weights=args.weights, deploy=False, **arch))
-    path = Path(args.models) / f"{args.model}.weights.h5"
+    _write_release(fuse(create_model(args.model, weights=args.weights, deploy=False, **arch)),
+                   args.model, args.models)
+    return 0
+
+
+def soup(args):
+    """Averages released (deploy-form) weights files of one model, tensor by tensor, into
+    `models/` (a uniform "model soup" of fine-tunes from one starting point)."""
+    import numpy as np
+
+    from humanmatting.registry import create_model
+
+    arch = json.loads(args.arch) if args.arch else {}
+    models = [create_model(args.model, weights=w, deploy=True, **arch) for w in args.weights]
+    averaged = [np.mean(tensors, axis=0) for tensors in
+                zip(*(m.get_weights() for m in models))]
+    models[0].set_weights(averaged)
+    _write_release(models[0], args.model, args.models)
+    return 0
+
+
+def carry(args):
+    """Carries another variant's release into this model (e.g. Night's RGB weights into
+    Dark's gray input: first-layer kernels summed over the channels) and releases it, after
+    checking that both give the same output on a gray image."""
+    import numpy as np
+
+    from humanmatting.registry import create_model, get_preset
+    from humanmatting.training.transfer import transfer_deploy
+
+    source = create_model(args.source, weights=args.weights or "default")
+    target = create_model(args.model, weights=None)
+    scale = get_preset(args.source).input.scale / get_preset(args.model).input.scale
+    copied = transfer_deploy(source, target, input_scale=scale)
+    if len(copied) != len([layer for layer in target.layers if layer.weights]):
+        raise ValueError(f"{args.source} does not fit {args.model}: only {copied} carried")
+    gray = np.random.default_rng(0).uniform(0, 255, (1, 320, 256, 1)).astype("float32")
+    src_in = np.repeat(gray, source.input_shape[-1], -1) * get_preset(args.source).input.scale
+    ours = np.asarray(target(gray * get_preset(args.model).input.scale))
+    diff = float(np.abs(np.asarray(source(src_in)) - ours).max())
+    print(f"carried {len(copied)} layers from {args.source}; max output difference on a gray "
+          f"image {diff:.2g}")
+    if diff > 1e-4:
+        raise ValueError(f"the carried {args.model} differs from {args.source} by {diff:.2g}")
+    _write_release(target, args.model, args.models)
+    return 0
+
+
+def _write_release(model, name, folder):
+    from humanmatting.io import atomic_path
+    from humanmatting.registry import sha256_file
+    from humanmatting.training.export import MAX_RELEASE_BYTES, _update_sums
+
+    path = Path(folder) / f"{name}.weights.h5"
     with atomic_path(path) as tmp:
         model.save_weights(tmp)
     if path.stat().st_size > MAX_RELEASE_BYTES:
         raise ValueError(f"{path} is over the 5 MiB release limit")
     digest = sha256_file(path)
-    _update_sums(args.models, path.name, digest)
+    _update_sums(folder, path.name, digest)
     print(f"wrote {path} ({model.count_params():,} parameters, sha256 {digest})")
-    return 0
 
 
 def train(args):
@@ -611,6 +660,22 @@ def main(argv=None):
     r.add_argument("--arch", default="", help="the --arch the weights were trained with")
     r.add_argument("--models", default=str(ROOT / "models"))
     r.set_defaults(func=release)
+    u = sub.add_parser("soup", help="average released (deploy-form) weights files of one "
+                                    "model into models/ (here)")
+    u.add_argument("--model", required=True)
+    u.add_argument("--weights", nargs="+", required=True,
+                   help="deploy-form .weights.h5 files (e.g. two fine-tunes' releases)")
+    u.add_argument("--arch", default="", help="the --arch the weights were trained with")
+    u.add_argument("--models", default=str(ROOT / "models"))
+    u.set_defaults(func=soup)
+    c = sub.add_parser("carry", help="carry another variant's release into a model (e.g. "
+                                     "Night's into Dark) and release it in models/ (here)")
+    c.add_argument("--model", required=True, help="the model to release (e.g. likeunet_dark)")
+    c.add_argument("--from", dest="source", required=True, help="e.g. likeunet_night")
+    c.add_argument("--weights", default="", help="the source's deploy-form weights "
+                                                 "(default: its release)")
+    c.add_argument("--models", default=str(ROOT / "models"))
+    c.set_defaults(func=carry)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,6 +1,7 @@
 """`humanmatting` command line: thin argparse wrappers over the library."""
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -22,9 +23,21 @@ def parse_scales(text):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def parse_min_region(text):
+    """`--min-region 0.005` -> 0.005; a fraction of the image in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction of the image in [0, 1), got "
+                                         f"{text!r}")
+    return value
+
+
 def _add_still_options(p):
-    """--flip, --scales and --refine: how `Matter` treats each still image (predict, eval);
-    with --backend and --quantize."""
+    """--flip, --scales, --refine and --min-region: how `Matter` treats each still image
+    (predict, eval); with --backend and --quantize."""
     add_backend_options(p)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average with the mirrored prediction (2x "
@@ -37,14 +50,18 @@ def _add_still_options(p):
                    help="closed-form matting (pymatting) of the image in a thin band around "
                         "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "
                         "the LikeUnets trained here)")
+    p.add_argument("--min-region", type=parse_min_region, default=None, metavar="F",
+                   help="drop person regions smaller than this fraction of the image (specks "
+                        "on people-free parts of a scene); 0: keep all; default: the model's "
+                        "own (0.005 for the LikeUnets trained here, 0 otherwise)")
 
 
 def _still_options(args):
-    """Matter's flip / scales / refine (None: the model's own default), backend and quantize
-    from those options."""
+    """Matter's flip / scales / refine / min_region (None: the model's own default), backend
+    and quantize from those options."""
     refine = None if args.refine is None else ("cf" if args.refine else False)
     return {"flip": args.flip, "scales": args.scales, "refine": refine,
-            "backend": args.backend, "quantize": args.quantize}
+            "min_region": args.min_region, "backend": args.backend, "quantize": args.quantize}
 
 
 def _add_list(sub):
