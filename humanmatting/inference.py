@@ -195,7 +195,7 @@ class Matter:
             preset's default ("cf" for the registered LikeUnets, none for a keras.Model
             passed directly).
         min_region: drop person regions smaller than this fraction of the image
-            (`remove_small_regions`, before refinement; 1-5 ms at 640x480 on this 2-core
+            (`remove_small_regions`, after refinement; 1-5 ms at 640x480 on this 2-core
             machine, so video frames keep it). None: the preset's default (0.005 for the LikeUnets trained here, 0 =
             off for the original release and a keras.Model passed directly).
         realtime: for video and webcam frames: the defaults of `flip`, `scales` and `refine`
@@ -316,13 +316,18 @@ class Matter:
             total += cv2.resize(alpha.astype(np.float32), (width, height),
                                 interpolation=cv2.INTER_LINEAR)
         alpha = np.clip(total / len(self.scales), 0.0, 1.0)
-        if self.min_region:   # before refinement, which would otherwise keep the specks' edges
-            alpha = remove_small_regions(alpha, self.min_region)
         if self.refine:
             from humanmatting.data.refine import refine_alpha
 
             band = max(2, round(REFINE_BAND * max(height, width)))
             alpha = refine_alpha(image, alpha, method=self.refine, erode=band, dilate=band)
+        if self.min_region:
+            # after refinement: its alpha is 0 or 1 outside a thin band, so a speck is its own
+            # region; in the averaged alpha before it, a soft haze (> SUPPORT) often joins
+            # specks to each other or to the person (on the people-free validation bands,
+            # Night: 5 of 13 taken for a person with the regions removed before refinement,
+            # 4 after)
+            alpha = remove_small_regions(alpha, self.min_region)
         return alpha
 
     def composite(self, image, background=None, *, alpha=None):
