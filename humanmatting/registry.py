@@ -16,8 +16,8 @@ _REGISTRY = {}
 
 #: The model that `Matter`, `demo.py` and `humanmatting predict` use when none is named: the
 #: released model with the best mean validation IoU over portraits and full-body photos
-#: (likeunet_night 0.968 / 0.941; Dark 0.968 / 0.940, Dark-Light 0.967 / 0.939, Night-Lite
-#: 0.949 / 0.920, the original release 0.967 / 0.298; see the model cards).
+#: (likeunet_night 0.9678 / 0.9413; Dark 0.9680 / 0.9408, Dark-Light 0.9679 / 0.9402,
+#: Night-Lite 0.948 / 0.921, the original release 0.967 / 0.298; see the model cards).
 DEFAULT_MODEL = "likeunet_night"
 #: The grayscale model that `demo.py --gray` uses: the best gray one.
 DEFAULT_GRAY_MODEL = "likeunet_dark"

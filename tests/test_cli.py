@@ -89,7 +89,8 @@ def test_predict_flip_matches_the_python_api(tmp_path, sample_path, flag, flip):
 
 
 def test_predict_min_region(tmp_path, sample_path):
-    # the astronaut is one region of ~40 % of the photo: --min-region 0.9 removes him
+    # the astronaut is one large region (~19 % of the photo at 96x72 with Night-Lite in one
+    # pass): --min-region 0.9 removes him
     image = cv2.resize(cv2.imread(str(sample_path)), (72, 96), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(tmp_path / "p.png"), image)
     fast = ["--model", "likeunet_night_lite", "--no-refine", "--no-flip", "--scales", "1"]
@@ -99,7 +100,7 @@ def test_predict_min_region(tmp_path, sample_path):
         assert result.returncode == 0, result.stderr
     keep = cv2.imread(str(tmp_path / "keep.png"), cv2.IMREAD_UNCHANGED)
     drop = cv2.imread(str(tmp_path / "drop.png"), cv2.IMREAD_UNCHANGED)
-    assert (keep >= 128).mean() > 0.2 and (drop >= 128).sum() == 0
+    assert (keep >= 128).mean() > 0.1 and (drop >= 128).sum() == 0
     for bad in ("1", "-0.1", "x"):
         result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "b.png",
                          "--min-region", bad, cwd=tmp_path)

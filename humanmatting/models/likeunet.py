@@ -175,10 +175,11 @@ TTA_SCALES = (0.8, 1.2)
 #: one pass 0.9388 / 0.9022, flip 0.9448 / 0.9130, + refinement 0.9470 / 0.9200, + scales
 #: 0.9493 / 0.9204); video and webcam frames (`Matter(realtime=True)`) get one pass.
 RGB_256 = InputSpec(channels=3)
-#: `Matter` drops person regions under 0.5 % of the image for the models trained here (on the
-#: validation split, Night stage 7: 6 -> 4 of the 13 people-free bands taken for a person,
-#: IoU on portraits / full-body photos 0.9677 / 0.9406 -> 0.9678 / 0.9409; 1 % and 2 % gave no
-#: more on the bands, so the smaller one, which keeps small people in a wide scene).
+#: `Matter` drops person regions under 0.5 % of the image for the models trained here, after
+#: the refinement (on the validation split, Night stage 7: 6 -> 4 of the 13 people-free bands
+#: taken for a person, IoU on portraits / full-body photos 0.9677 / 0.9406 -> 0.9678 / 0.9409;
+#: 1 % to 5 % gave no more on the bands, so the smallest, which keeps small people in a wide
+#: scene; `likeunet_night.md`).
 MIN_REGION = 0.005
 
 
