@@ -9,8 +9,8 @@ import numpy as np
 
 from humanmatting.fusion import fuse, is_deploy
 from humanmatting.io import load_rgb
-from humanmatting.registry import (DEFAULT_MODEL, InputSpec, check_scales, create_model,
-                                   get_preset, released_tflite)
+from humanmatting.registry import (DEFAULT_MODEL, InputSpec, check_min_region, check_scales,
+                                   create_model, get_preset, released_tflite)
 
 BACKENDS = ("keras", "onnx", "tflite")
 #: Half-width of the refinement's unknown band, as a fraction of the image's long side (on the
@@ -42,8 +42,7 @@ def remove_small_regions(alpha, min_area):
     alpha = np.asarray(alpha, np.float32)
     if alpha.ndim != 2:
         raise ValueError(f"alpha must be (H, W), got shape {alpha.shape}")
-    if not 0 <= min_area < 1:
-        raise ValueError(f"min_area must be a fraction of the image in [0, 1), got {min_area}")
+    min_area = check_min_region(min_area, "min_area")
     out = alpha.copy()
     if min_area == 0:
         return out
@@ -195,9 +194,10 @@ class Matter:
             preset's default ("cf" for the registered LikeUnets, none for a keras.Model
             passed directly).
         min_region: drop person regions smaller than this fraction of the image
-            (`remove_small_regions`, after refinement; 1-5 ms at 640x480 on this 2-core
-            machine, so video frames keep it). None: the preset's default (0.005 for the LikeUnets trained here, 0 =
-            off for the original release and a keras.Model passed directly).
+            (`remove_small_regions`, after refinement; 1-7 ms at 640x480 on this 2-core
+            machine, so video frames keep it). None: the preset's default (0.005 for the
+            LikeUnets trained here, 0 = off for the original release and a keras.Model passed
+            directly).
         realtime: for video and webcam frames: the defaults of `flip`, `scales` and `refine`
             become one plain pass (no flip, (1.0,), no refinement) whatever the preset says;
             arguments given explicitly still win. `min_region` stays as it is.
@@ -246,10 +246,7 @@ class Matter:
         self.flip = bool(flip)
         self.scales = check_scales((1.0,) if scales is None else scales)
         self.refine = refine or None
-        self.min_region = float(min_region or 0.0)
-        if not 0 <= self.min_region < 1:
-            raise ValueError(f"min_region must be a fraction of the image in [0, 1), got "
-                             f"{min_region}")
+        self.min_region = check_min_region(min_region or 0.0)
         if self.refine is not None:
             from humanmatting.data.refine import METHODS
 

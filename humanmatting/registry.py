@@ -44,6 +44,20 @@ def check_scales(scales):
     return scales
 
 
+def check_min_region(value, name="min_region"):
+    """Validates a minimum person-region size (a fraction of the image in [0, 1)); returns it
+    as a float. `name` starts the error message (empty for a command-line option, which
+    argparse names itself)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0 <= number < 1:
+        raise ValueError(f"{name} must be a fraction of the image in [0, 1), got "
+                         f"{value!r}".lstrip())
+    return number
+
+
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
     """How an RGB uint8 image becomes a model input.

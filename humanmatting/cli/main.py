@@ -1,7 +1,6 @@
 """`humanmatting` command line: thin argparse wrappers over the library."""
 
 import argparse
-import math
 import os
 import shlex
 import sys
@@ -24,15 +23,13 @@ def parse_scales(text):
 
 
 def parse_min_region(text):
-    """`--min-region 0.005` -> 0.005; a fraction of the image in [0, 1)."""
+    """`--min-region 0.005` -> 0.005; argparse turns the ValueError into a usage error."""
+    from humanmatting.registry import check_min_region
+
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction of the image in [0, 1), got "
-                                         f"{text!r}")
-    return value
+        return check_min_region(text, name="")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _add_still_options(p):
