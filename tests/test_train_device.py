@@ -331,3 +331,79 @@ def test_carry_releases_nights_weights_as_dark(tmp_path, capsys):
                               "likeunet_night_lite", "--models", str(models)]) == 1  # design
     assert "does not fit" in capsys.readouterr().err
     assert (models / "likeunet_dark.weights.h5").read_bytes() == before      # left alone
+
+
+def _tool(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hard_examples_select_by_both_models_scores():
+    hard_examples = _tool("hard_examples")
+    files = {"people": [Path(f"p{i}.jpg") for i in range(4)],
+             "negatives": [Path(f"n{i}.jpg") for i in range(4)]}
+    model = {"p0.jpg": 0.95, "p1.jpg": 0.80, "p2.jpg": 0.80, "p3.jpg": 0.70,
+             "n0.jpg": 1.0, "n1.jpg": 0.97, "n2.jpg": 0.97, "n3.jpg": 0.999}
+    peer = {"p0.jpg": 0.99,    # easy for the model: not hard
+            "p1.jpg": 0.95,    # the peer does better: hard
+            "p2.jpg": 0.81,    # both fail (a bad mask?): left out
+            "p3.jpg": 0.72,    # exactly the margin: hard
+            "n0.jpg": 1.0,     # clean, the model right
+            "n1.jpg": 1.0,     # clean, the model wrong: hard negative
+            "n2.jpg": 0.90,    # the peer sees a person (a passer-by): not clean
+            "n3.jpg": 0.995}   # the peer's 0.5 %: still clean, and hard
+    hard, clean, hard_neg = hard_examples.select(files, model, peer, {"people": 0.9},
+                                                 peer_margin=0.02, peer_person=0.005)
+    assert [f.name for f in hard] == ["p1.jpg", "p3.jpg"]
+    assert [f.name for f in clean] == ["n0.jpg", "n1.jpg", "n3.jpg"]
+    assert [f.name for f in hard_neg] == ["n1.jpg", "n3.jpg"]
+    assert hard_examples.parse_thresholds("a=0.9,b-c=0.5") == {"a": 0.9, "b-c": 0.5}
+    with pytest.raises(SystemExit, match="NAME=IoU"):
+        hard_examples.parse_thresholds("a=x")
+
+
+@pytest.mark.slow
+def test_hard_examples_link_a_packed_folder_the_trainer_reads(tmp_path):
+    from conftest import fixed_size_peer
+
+    data = make_folder_dataset(tmp_path / "people", count=12, shape=(96, 72))
+    packed, extended, out = tmp_path / "packed", tmp_path / "ext", tmp_path / "hard"
+    assert train_device.main(["pack", "--out", str(packed), "--data", f"{data}:1",
+                              "--val-fraction", "0.3"]) == 0
+    assert _tool("negative_strips").main(["--data", str(data), "--pack", str(packed), "--out",
+                                          str(extended), "--margin", "2",
+                                          "--min-side", "8"]) == 0
+    peer = fixed_size_peer(tmp_path / "peer.tflite")
+    hard_examples = _tool("hard_examples")
+    args = ["--data", str(extended), "--model", "likeunet_night_lite", "--peer", str(peer),
+            "--out", str(out), "--iou-below", "people=1.01", "--peer-margin", "-1",
+            "--peer-person", "1"]     # every photo hard, every band clean
+    assert hard_examples.main(args) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    people = sorted((packed / "people" / "train").glob("*.jpg"))
+    bands = sorted((extended / "negatives" / "train").glob("*.jpg"))
+    assert people and bands and len(scores["model"]) == len(people) + len(bands)
+    assert all(0 <= v <= 1 for v in scores["peer"].values())
+    manifest = {d["name"]: d for d in json.loads((out / "manifest.json").read_text())[
+        "datasets"]}
+    assert manifest["hard"]["train"] == len(people) and manifest["hard"]["kind"] == "folder"
+    assert manifest["negatives_clean"]["train"] == len(bands)
+    hard_bands = sum(scores["model"][str(extended.resolve() / "negatives" / "train" / b.name)]
+                     < 1 for b in bands)
+    assert manifest["negatives_hard"]["train"] == hard_bands
+    # linked, masks with their images, and readable by the trainer
+    assert sorted(p.name for p in (out / "hard" / "train").iterdir()) == sorted(
+        n for p in people for n in (p.name, p.with_suffix(".png").name))
+    loaded = {s["name"]: len(s["items"]) for s in train_device.Packed(out, "train").sets}
+    assert loaded["hard"] == len(people) and loaded["negatives_clean"] == len(bands)
+    # a second run reuses the scores and replaces the links (stricter: nothing hard)
+    before = (out / "scores.json").read_bytes()
+    assert hard_examples.main(args[:-6] + ["--iou-below", "people=0", "--peer-margin", "-1",
+                                           "--peer-person", "1"]) == 0
+    assert (out / "scores.json").read_bytes() == before
+    assert list((out / "hard" / "train").iterdir()) == []
+    assert (data / "images").exists() and len(list(packed.rglob("*.jpg"))) == 12
