@@ -184,8 +184,9 @@ class Matter:
         scales: test-time multi-scale: run each still image at every one of these multiples
             of its chosen size (sides rounded to the divisor) and average the alphas at the
             image's own size (each scale costs a pass, or two with `flip`). None: the
-            preset's default ((0.8, 1.2) for the registered LikeUnets, e.g. short sides 256
-            and 384 instead of Night's 320; (1.0,) otherwise).
+            preset's default ((0.8, 1.2) for the full-size LikeUnets, e.g. short sides 256
+            and 384 instead of Night's 320; (1.0, 1.25, 1.5) for Night-Lite, short sides
+            256, 320 and 384; (1.0,) otherwise).
         refine: matting refinement of each alpha: "cf" (closed form) or "knn" (pymatting)
             solves the image inside a band of `REFINE_BAND` x the long side around the alpha's
             0.5 edge, and makes the alpha 0 / 1 outside it (about 0.07 s per photo; importing

@@ -17,7 +17,7 @@ _REGISTRY = {}
 #: The model that `Matter`, `demo.py` and `humanmatting predict` use when none is named: the
 #: released model with the best mean validation IoU over portraits and full-body photos
 #: (likeunet_night 0.9678 / 0.9413; Dark 0.9680 / 0.9408, Dark-Light 0.9679 / 0.9402,
-#: Night-Lite 0.948 / 0.921, the original release 0.967 / 0.298; see the model cards).
+#: Night-Lite 0.952 / 0.933, the original release 0.967 / 0.298; see the model cards).
 DEFAULT_MODEL = "likeunet_night"
 #: The grayscale model that `demo.py --gray` uses: the best gray one.
 DEFAULT_GRAY_MODEL = "likeunet_dark"

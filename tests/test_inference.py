@@ -227,7 +227,7 @@ def test_realtime_is_one_plain_pass():
 def test_scales_default_to_the_preset():
     assert Matter("likeunet_night").scales == (0.8, 1.2)
     assert Matter("likeunet_dark_light", weights=None).scales == (0.8, 1.2)
-    assert Matter("likeunet_night_lite").scales == (0.8, 1.2)
+    assert Matter("likeunet_night_lite").scales == (1.0, 1.25, 1.5)
     assert Matter("likeunet_night_lite", realtime=True).scales == (1.0,)   # frames: one pass
     assert Matter("likeunet_night", realtime=True, scales=[2]).scales == (2.0,)
     assert Matter("likeunet_night", scales=[1]).scales == (1.0,)

@@ -42,7 +42,8 @@ def _add_still_options(p):
     p.add_argument("--scales", type=parse_scales, default=None, metavar="S,S,...",
                    help="test-time multi-scale: multiples of the chosen input size to run "
                         "each image at, alphas averaged (a pass each); default: the model's "
-                        "own (0.8,1.2 for the LikeUnets trained here; 1 otherwise)")
+                        "own (0.8,1.2 for the full-size LikeUnets trained here, 1,1.25,1.5 for "
+                        "Night-Lite; 1 otherwise)")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="closed-form matting (pymatting) of the image in a thin band around "
                         "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "

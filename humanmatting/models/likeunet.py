@@ -170,11 +170,18 @@ RGB = InputSpec(channels=3, sizes=SIZES_320)
 #: becomes 0.9673 / 0.9382 on portraits / full-body photos; MAE rises by 0.003 / 0.002, the
 #: averaged edges being softer, which the default refinement more than takes back).
 TTA_SCALES = (0.8, 1.2)
-#: Night-Lite keeps short side 256: it is the real-time model, timed at 256x256. Its still
-#: images get the same flip, scales and refinement (validation split, portraits / full-body:
-#: one pass 0.9388 / 0.9022, flip 0.9448 / 0.9130, + refinement 0.9470 / 0.9200, + scales
-#: 0.9493 / 0.9204); video and webcam frames (`Matter(realtime=True)`) get one pass.
+#: Night-Lite keeps short side 256: it is the real-time model, timed at 256x256, and video
+#: and webcam frames (`Matter(realtime=True)`) get one pass there. Its still images get the
+#: flip, the refinement and its own scales (validation split, portraits / full-body, stage 2:
+#: one pass 0.9388 / 0.9022, flip 0.9448 / 0.9130, + refinement 0.9470 / 0.9200).
 RGB_256 = InputSpec(channels=3)
+#: Night-Lite's still-image scales: short sides 256, 320 and 384 (six passes of a model that
+#: takes ~2 ms a pass). Trained on zoomed-in crops, it sees people in a whole photo better
+#: larger, as Night does at 320 (validation split, stage 3, with flip, refinement and region
+#: removal, portraits / full-body / people-free bands clean: (0.8, 1.2) 0.9483 / 0.9212 /
+#: 7 of 13; (1.0, 1.5) 0.9504 / 0.9325 / 8; these 0.9519 / 0.9332 / 8; short sides 320-448
+#: lose portraits, 0.9487 / 0.9355).
+LITE_SCALES = (1.0, 1.25, 1.5)
 #: `Matter` drops person regions under 0.5 % of the image for the models trained here, after
 #: the refinement (on the validation split, Night stage 7: 6 -> 4 of the 13 people-free bands
 #: taken for a person, IoU on portraits / full-body photos 0.9677 / 0.9406 -> 0.9678 / 0.9409;
@@ -206,7 +213,7 @@ def likeunet_dark_light(**kwargs):
 
 
 @register_model(input=RGB_256, weights="likeunet_night_lite.weights.h5", flip=True,
-                scales=TTA_SCALES, refine="cf", min_region=MIN_REGION,
+                scales=LITE_SCALES, refine="cf", min_region=MIN_REGION,
                 description="LikeUnet Night-Lite: RGB, real time, depthwise-separable "
                             "ACNet blocks, trained in ACNet form")
 def likeunet_night_lite(**kwargs):
