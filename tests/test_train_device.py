@@ -161,12 +161,14 @@ def test_pack_train_release(tmp_path):
          str(packed), "--model", "likeunet_night_lite", "--out", str(out), "--epochs", "2",
          "--steps-per-epoch", "2", "--batch", "2", "--workers", "1", "--warmup-steps", "1",
          "--sizes", "64x64,64x96", "--no-jit", "--minutes", "5", "--arch", ARCH,
-         "--mix", "people=0.5,bg=0.5", "--teacher", "likeunet_night", "--distil-weight", "0.3"],
+         "--mix", "people=0.5,bg=0.5", "--teacher", "likeunet_night", "--distil-weight", "0.3",
+         "--save-last"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert len(rows) == 2 and 0 <= float(rows[-1]["val_iou_mean"]) <= 1
     assert float(rows[-1]["images_per_s"]) > 0
+    assert (out / "last.weights.h5").exists() and not list(out.glob("*.tmp.*"))
     run = json.loads((out / "run.json").read_text())
     assert run["epochs_done"] == 2 and run["model"] == "likeunet_night_lite"
     assert run["arch"] == json.loads(ARCH)

@@ -387,6 +387,14 @@ def steady_rate(steps, batch, seconds):
     return round(steps * batch / max(seconds, 1e-9), 1)
 
 
+def _save_weights(model, path):
+    """`model.save_weights` through a temporary file and a rename: a run killed while saving
+    leaves the previous file whole."""
+    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
 def _write_history(out, history):
     tmp = out / "history.csv.tmp"
     with tmp.open("w", newline="") as f:
@@ -578,14 +586,14 @@ def train(args):
             print(json.dumps(row), flush=True)
             if mean > best:
                 best = mean
-                model.save_weights(out / "best.weights.h5")
+                _save_weights(model, out / "best.weights.h5")
+            if args.save_last:   # every epoch: a run stopped early keeps its latest weights
+                _save_weights(model, out / "last.weights.h5")
             _write_history(out, history)
             if (time.time() - start - compiling) / 60 > args.minutes:
                 print(f"stopping at the time limit after epoch {epoch}", flush=True)
                 break
         pool.terminate()   # do not wait for the batches made ahead
-    if args.save_last:
-        model.save_weights(out / "last.weights.h5")
     run = {"model": args.model, "arch": arch, "init": args.init, "teacher": args.teacher,
            "distil_weight": args.distil_weight if args.teacher else None,
            "backend": keras.backend.backend(),
@@ -645,7 +653,8 @@ def main(argv=None):
     t.add_argument("--minutes", type=float, default=8.0, help="stop after the epoch that "
                    "passes this")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--save-last", action="store_true", help="also write last.weights.h5")
+    t.add_argument("--save-last", action="store_true", help="also write last.weights.h5 "
+                   "(after every epoch, so a run stopped early keeps its latest weights)")
     t.add_argument("--freeze-bn", action="store_true",
                    help="keep every BatchNorm in inference mode with its statistics fixed "
                         "(fine-tuning with small batches, e.g. on a CPU)")
