@@ -9,8 +9,9 @@ import numpy as np
 
 from humanmatting.fusion import fuse, is_deploy
 from humanmatting.io import load_rgb
-from humanmatting.registry import (DEFAULT_MODEL, InputSpec, check_min_region, check_scales,
-                                   create_model, get_preset, released_tflite)
+from humanmatting.registry import (DEFAULT_MODEL, InputSpec, check_min_confidence,
+                                   check_min_region, check_scales, create_model, get_preset,
+                                   released_tflite)
 
 BACKENDS = ("keras", "onnx", "tflite")
 #: Half-width of the refinement's unknown band, as a fraction of the image's long side (on the
@@ -23,18 +24,25 @@ REFINE_BAND = 0.005
 SUPPORT = 0.1
 
 
-def remove_small_regions(alpha, min_area):
-    """Zeroes every person region whose solid part is smaller than `min_area` of the image.
+def remove_small_regions(alpha, min_area, *, prob=None, min_confidence=0.0):
+    """Zeroes every person region whose solid part is smaller than `min_area` of the image, or
+    (with `min_confidence`) whose model probability is on average under `min_confidence`.
 
     A region is a connected (8-neighbour) component of alpha > SUPPORT; its size is its number
-    of pixels with alpha >= 0.5. Regions under `min_area` x H x W such pixels are set to 0,
-    halo included; the rest of the alpha is untouched. This removes the specks a segmentation
-    model leaves on people-free parts of a scene (a shelf, a statue's edge) without touching
-    the person, whose region is large.
+    of pixels with alpha >= 0.5 (its solid part). Regions under `min_area` x H x W such pixels
+    are set to 0, halo included; the rest of the alpha is untouched. This removes the specks a
+    segmentation model leaves on people-free parts of a scene (a shelf, a statue's edge)
+    without touching the person, whose region is large. The confidence test removes the large
+    regions a model half-believes in (shelving, a facade, foliage): it averages `prob` (the
+    model's own person probability, e.g. before a refinement made the alpha 0 / 1) over the
+    region's solid part.
 
     Args:
         alpha: (H, W) float alpha in [0, 1].
         min_area: fraction of the image (0 keeps everything; 0.005 = 0.5 %).
+        prob: (H, W) person probability the confidence is taken from (default: `alpha`).
+        min_confidence: drop regions whose mean `prob` over their solid part is under this
+            (0 keeps every region).
 
     Returns:
         (H, W) float32 alpha (a new array).
@@ -43,12 +51,20 @@ def remove_small_regions(alpha, min_area):
     if alpha.ndim != 2:
         raise ValueError(f"alpha must be (H, W), got shape {alpha.shape}")
     min_area = check_min_region(min_area, "min_area")
+    min_confidence = check_min_confidence(min_confidence)
+    prob = alpha if prob is None else np.asarray(prob, np.float32)
+    if prob.shape != alpha.shape:
+        raise ValueError(f"prob must have the alpha's shape {alpha.shape}, got {prob.shape}")
     out = alpha.copy()
-    if min_area == 0:
+    if min_area == 0 and min_confidence == 0:
         return out
     count, labels = cv2.connectedComponents((alpha > SUPPORT).astype(np.uint8), connectivity=8)
-    solid = np.bincount(labels[alpha >= 0.5], minlength=count)
+    solid_labels = labels[alpha >= 0.5]
+    solid = np.bincount(solid_labels, minlength=count)
     drop = solid < min_area * alpha.size
+    if min_confidence:
+        total = np.bincount(solid_labels, weights=prob[alpha >= 0.5], minlength=count)
+        drop |= total < min_confidence * solid   # (regions with no solid pixel: 0 < 0)
     drop[0] = False   # label 0 is the background (alpha <= SUPPORT) itself
     if drop.any():
         out[np.take(drop, labels)] = 0.0
@@ -199,9 +215,15 @@ class Matter:
             machine, so video frames keep it). None: the preset's default (0.005 for the
             LikeUnets trained here, 0 = off for the original release and a keras.Model passed
             directly).
+        min_confidence: drop person regions whose mean person probability (the model's,
+            before refinement, over the region's solid part) is under this: the large
+            regions a model half-believes in on people-free scenes (shelving, a facade,
+            foliage), where a person's region averages 0.87 or more. None: the preset's
+            default (0.75 for the LikeUnets trained here, 0 = off otherwise).
         realtime: for video and webcam frames: the defaults of `flip`, `scales` and `refine`
             become one plain pass (no flip, (1.0,), no refinement) whatever the preset says;
-            arguments given explicitly still win. `min_region` stays as it is.
+            arguments given explicitly still win. `min_region` and `min_confidence` stay as
+            they are.
 
     Example:
         >>> matter = Matter("likeunet_dark_light_original")
@@ -211,7 +233,8 @@ class Matter:
 
     def __init__(self, model=None, *, backend="keras", weights="default", input_spec=None,
                  sizes=None, output="softmax2", exported=None, threads=None, flip=None,
-                 scales=None, refine=None, realtime=False, quantize=None, min_region=None):
+                 scales=None, refine=None, realtime=False, quantize=None, min_region=None,
+                 min_confidence=None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
         if quantize not in (None, "fp16", "int8"):
@@ -233,6 +256,8 @@ class Matter:
             scales = preset.scales if scales is None else scales
             refine = preset.refine if refine is None else refine
             min_region = preset.min_region if min_region is None else min_region
+            min_confidence = (preset.min_confidence if min_confidence is None
+                              else min_confidence)
         elif isinstance(model, keras.Model):
             self.name = model.name
             self.input_spec = input_spec or InputSpec(channels=model.input_shape[-1])
@@ -248,6 +273,7 @@ class Matter:
         self.scales = check_scales((1.0,) if scales is None else scales)
         self.refine = refine or None
         self.min_region = check_min_region(min_region or 0.0)
+        self.min_confidence = check_min_confidence(min_confidence or 0.0)
         if self.refine is not None:
             from humanmatting.data.refine import METHODS
 
@@ -314,18 +340,20 @@ class Matter:
             total += cv2.resize(alpha.astype(np.float32), (width, height),
                                 interpolation=cv2.INTER_LINEAR)
         alpha = np.clip(total / len(self.scales), 0.0, 1.0)
+        prob = alpha   # the model's own belief, which the confidence test reads
         if self.refine:
             from humanmatting.data.refine import refine_alpha
 
             band = max(2, round(REFINE_BAND * max(height, width)))
             alpha = refine_alpha(image, alpha, method=self.refine, erode=band, dilate=band)
-        if self.min_region:
+        if self.min_region or self.min_confidence:
             # after refinement: its alpha is 0 or 1 outside a thin band, so a speck is its own
             # region; in the averaged alpha before it, a soft haze (> SUPPORT) often joins
             # specks to each other or to the person (on the people-free validation bands,
             # Night: 5 of 13 taken for a person with the regions removed before refinement,
             # 4 after)
-            alpha = remove_small_regions(alpha, self.min_region)
+            alpha = remove_small_regions(alpha, self.min_region, prob=prob,
+                                         min_confidence=self.min_confidence)
         return alpha
 
     def composite(self, image, background=None, *, alpha=None):

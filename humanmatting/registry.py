@@ -16,8 +16,8 @@ _REGISTRY = {}
 
 #: The model that `Matter`, `demo.py` and `humanmatting predict` use when none is named: the
 #: released model with the best mean validation IoU over portraits and full-body photos
-#: (likeunet_night 0.9678 / 0.9413; Dark 0.9680 / 0.9408, Dark-Light 0.9679 / 0.9402,
-#: Night-Lite 0.952 / 0.933, the original release 0.967 / 0.298; see the model cards).
+#: (likeunet_night 0.9680 / 0.9413; Dark 0.9682 / 0.9410, Dark-Light 0.9682 / 0.9405,
+#: Night-Lite 0.954 / 0.933, the original release 0.967 / 0.298; see the model cards).
 DEFAULT_MODEL = "likeunet_night"
 #: The grayscale model that `demo.py --gray` uses: the best gray one.
 DEFAULT_GRAY_MODEL = "likeunet_dark"
@@ -44,18 +44,22 @@ def check_scales(scales):
     return scales
 
 
-def check_min_region(value, name="min_region"):
-    """Validates a minimum person-region size (a fraction of the image in [0, 1)); returns it
-    as a float. `name` starts the error message (empty for a command-line option, which
-    argparse names itself)."""
+def check_min_region(value, name="min_region", what="a fraction of the image"):
+    """Validates a person-region threshold in [0, 1) (a minimum size as a fraction of the
+    image, or a minimum mean probability: `what`); returns it as a float. `name` starts the
+    error message (empty for a command-line option, which argparse names itself)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
     if not 0 <= number < 1:
-        raise ValueError(f"{name} must be a fraction of the image in [0, 1), got "
-                         f"{value!r}".lstrip())
+        raise ValueError(f"{name} must be {what} in [0, 1), got {value!r}".lstrip())
     return number
+
+
+def check_min_confidence(value, name="min_confidence"):
+    """Validates a minimum mean person probability of a region, in [0, 1)."""
+    return check_min_region(value, name, what="a probability")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +104,8 @@ class Preset:
             unknown band around its 0.5 edge) and matting of the image inside the band.
         min_region: `Matter`'s default for dropping person regions smaller than this
             fraction of the image (`inference.remove_small_regions`; 0 = keep every region).
+        min_confidence: `Matter`'s default for dropping person regions whose mean person
+            probability (the model's, before refinement) is under this (0 = keep them).
     """
 
     name: str
@@ -114,6 +120,7 @@ class Preset:
     scales: tuple = (1.0,)
     refine: str | None = None
     min_region: float = 0.0
+    min_confidence: float = 0.0
 
 
 def weights_dir():

@@ -96,7 +96,7 @@ def test_predict_min_region(tmp_path, sample_path):
     fast = ["--model", "likeunet_night_lite", "--no-refine", "--no-flip", "--scales", "1"]
     for value, name in (("0", "keep.png"), ("0.9", "drop.png")):
         result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / name, *fast,
-                         "--min-region", value, cwd=tmp_path)
+                         "--min-region", value, "--min-confidence", "0", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
     keep = cv2.imread(str(tmp_path / "keep.png"), cv2.IMREAD_UNCHANGED)
     drop = cv2.imread(str(tmp_path / "drop.png"), cv2.IMREAD_UNCHANGED)
@@ -105,7 +105,16 @@ def test_predict_min_region(tmp_path, sample_path):
         result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "b.png",
                          "--min-region", bad, cwd=tmp_path)
         assert result.returncode == 2 and "--min-region: must be a fraction" in result.stderr
+        result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "b.png",
+                         "--min-confidence", bad, cwd=tmp_path)
+        assert (result.returncode == 2
+                and "--min-confidence: must be a probability" in result.stderr)
     assert not (tmp_path / "b.png").exists()
+    # --min-confidence 0.99: the astronaut, under 99 % sure on average, goes
+    result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "unsure.png", *fast,
+                     "--min-region", "0", "--min-confidence", "0.99", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (cv2.imread(str(tmp_path / "unsure.png"), cv2.IMREAD_UNCHANGED) >= 128).sum() == 0
 
 
 @pytest.mark.slow

@@ -218,7 +218,8 @@ def test_realtime_is_one_plain_pass():
     x = frames.preprocess(image)
     expected = np.clip(cv2.resize(np.asarray(frames._run(x))[0], (130, 70),
                                   interpolation=cv2.INTER_LINEAR), 0, 1)
-    expected = remove_small_regions(expected, frames.min_region)   # cheap: frames keep it
+    expected = remove_small_regions(expected, frames.min_region,   # cheap: frames keep it
+                                    min_confidence=frames.min_confidence)
     np.testing.assert_allclose(frames.predict(image), expected, atol=1e-6)
     still = Matter("likeunet_night_lite").predict(image)   # flip, scales, refinement
     assert np.abs(still - expected).max() > 1e-3
@@ -307,18 +308,71 @@ def test_remove_small_regions_by_hand():
             remove_small_regions(alpha, bad)
 
 
-def test_min_region_defaults_to_the_preset_and_runs_after_refinement(sample_path):
+def test_remove_unsure_regions_by_hand():
+    alpha = np.zeros((100, 100), np.float32)
+    alpha[0:30, 0:30] = 1.0                   # 900 solid pixels, the model 0.95 sure: kept
+    alpha[50:80, 50:80] = 1.0                 # 900 solid pixels, the model 0.7 sure: dropped
+    alpha[49:81, 49:81][alpha[49:81, 49:81] == 0] = 0.3   # ... with its halo
+    alpha[0:10, 90:100] = 1.0                 # 100 pixels: half 0.9, half 0.6 -> mean 0.75
+    prob = np.zeros_like(alpha)
+    prob[0:30, 0:30] = 0.95
+    prob[50:80, 50:80] = 0.7
+    prob[0:10, 90:95], prob[0:10, 95:100] = 0.9, 0.6
+    prob[49:81, 49:81][prob[49:81, 49:81] == 0] = 0.05   # the halo's own probability: unread
+    out = remove_small_regions(alpha, 0.0, prob=prob, min_confidence=0.75)
+    expected = alpha.copy()
+    expected[49:81, 49:81] = 0.0
+    np.testing.assert_array_equal(out, expected)        # 0.75 exactly is kept
+    assert remove_small_regions(alpha, 0.0, prob=prob, min_confidence=0.76)[5, 95] == 0.0
+    # with both tests: a region goes when it fails either
+    both = remove_small_regions(alpha, 0.05, prob=prob, min_confidence=0.75)
+    assert both[5, 95] == 0.0 and both[10, 10] == 1.0 and both[60, 60] == 0.0
+    # prob defaults to the alpha itself (a model's raw output): the 1.0 blocks are sure
+    np.testing.assert_array_equal(remove_small_regions(alpha, 0.0, min_confidence=0.9), alpha)
+    soft = np.where(alpha > 0.5, np.float32(0.6), alpha)
+    assert remove_small_regions(soft, 0.0, min_confidence=0.75).max() == 0.0
+    with pytest.raises(ValueError, match="prob must have the alpha's shape"):
+        remove_small_regions(alpha, 0.0, prob=prob[:50], min_confidence=0.5)
+    for bad in (-0.1, 1.0, "x"):
+        with pytest.raises(ValueError, match="min_confidence must be a probability"):
+            remove_small_regions(alpha, 0.0, prob=prob, min_confidence=bad)
+
+
+@pytest.mark.parametrize("option, default", [("min_region", 0.005), ("min_confidence", 0.75)])
+def test_region_filters_default_to_the_preset(option, default):
+    assert getattr(Matter("likeunet_night"), option) == default
+    assert getattr(Matter("likeunet_night_lite", realtime=True), option) == default  # frames
+    assert getattr(Matter("likeunet_night", **{option: 0}), option) == 0.0
+    assert getattr(Matter("likeunet_dark_light_original"), option) == 0.0     # as released
+    inputs = keras.Input((None, None, 3))
+    assert getattr(Matter(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))), option) == 0
+    with pytest.raises(ValueError, match=option):
+        Matter("likeunet_night", **{option: 1.5})
+
+
+def test_min_confidence_reads_the_models_probability(sample_path):
+    image = cv2.resize(humanmatting.io.read_image(sample_path), (192, 256))
+    one = dict(flip=False, scales=(1.0,), min_region=0)
+    raw = Matter("likeunet_night", refine=False, min_confidence=0, **one).predict(image)
+    solid = raw >= 0.5
+    sure = raw[solid].mean()              # the astronaut: one region the model is sure of
+    assert 0.85 < sure < 0.99
+    kept = Matter("likeunet_night", refine=False, min_confidence=sure - 0.01, **one)
+    np.testing.assert_array_equal(kept.predict(image), raw)
+    dropped = Matter("likeunet_night", refine=False, min_confidence=sure + 0.01, **one)
+    np.testing.assert_array_equal(dropped.predict(image), remove_small_regions(
+        raw, 0.0, min_confidence=sure + 0.01))
+    assert (dropped.predict(image) >= 0.5).sum() < 0.05 * solid.sum()
+    # with refinement the confidence is still the model's: the refined alpha is 0 / 1 and
+    # would be 1.0 sure everywhere
+    refined = Matter("likeunet_night", refine="cf", min_confidence=0.999, **one).predict(image)
+    assert (refined >= 0.5).sum() < 0.05 * solid.sum()
+
+
+def test_min_region_runs_after_refinement(sample_path):
     from humanmatting.data.refine import refine_alpha
     from humanmatting.inference import REFINE_BAND
 
-    assert Matter("likeunet_night").min_region == 0.005
-    assert Matter("likeunet_night_lite", realtime=True).min_region == 0.005  # frames keep it
-    assert Matter("likeunet_night", min_region=0).min_region == 0.0
-    assert Matter("likeunet_dark_light_original").min_region == 0.0          # as released
-    inputs = keras.Input((None, None, 3))
-    assert Matter(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))).min_region == 0.0
-    with pytest.raises(ValueError, match="min_region"):
-        Matter("likeunet_night", min_region=1.5)
     image = humanmatting.io.read_image(sample_path)
     one = dict(flip=False, scales=(1.0,))
     raw = Matter("likeunet_night", refine=False, min_region=0, **one).predict(image)

@@ -22,19 +22,22 @@ def parse_scales(text):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def parse_min_region(text):
-    """`--min-region 0.005` -> 0.005; argparse turns the ValueError into a usage error."""
-    from humanmatting.registry import check_min_region
+def parse_threshold(check):
+    """An argparse type from a registry check (`check_min_region`, `check_min_confidence`):
+    `--min-region 0.005` -> 0.005, a ValueError becomes a usage error naming the option."""
+    def parse(text):
+        try:
+            return check(text, name="")
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
 
-    try:
-        return check_min_region(text, name="")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+    parse.__name__ = check.__name__.replace("check_", "")   # argparse's name for the type
+    return parse
 
 
 def _add_still_options(p):
-    """--flip, --scales, --refine and --min-region: how `Matter` treats each still image
-    (predict, eval); with --backend and --quantize."""
+    """--flip, --scales, --refine, --min-region and --min-confidence: how `Matter` treats each
+    still image (predict, eval); with --backend and --quantize."""
     add_backend_options(p)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average with the mirrored prediction (2x "
@@ -48,18 +51,28 @@ def _add_still_options(p):
                    help="closed-form matting (pymatting) of the image in a thin band around "
                         "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "
                         "the LikeUnets trained here)")
-    p.add_argument("--min-region", type=parse_min_region, default=None, metavar="F",
+    from humanmatting.registry import check_min_confidence, check_min_region
+
+    p.add_argument("--min-region", type=parse_threshold(check_min_region), default=None,
+                   metavar="F",
                    help="drop person regions smaller than this fraction of the image (specks "
                         "on people-free parts of a scene); 0: keep all; default: the model's "
                         "own (0.005 for the LikeUnets trained here, 0 otherwise)")
+    p.add_argument("--min-confidence", type=parse_threshold(check_min_confidence),
+                   default=None, metavar="P",
+                   help="drop person regions whose mean person probability is under this "
+                        "(large regions half-believed on people-free scenes); 0: keep all; "
+                        "default: the model's own (0.75 for the LikeUnets trained here, 0 "
+                        "otherwise)")
 
 
 def _still_options(args):
-    """Matter's flip / scales / refine / min_region (None: the model's own default), backend
-    and quantize from those options."""
+    """Matter's flip / scales / refine / min_region / min_confidence (None: the model's own
+    default), backend and quantize from those options."""
     refine = None if args.refine is None else ("cf" if args.refine else False)
     return {"flip": args.flip, "scales": args.scales, "refine": refine,
-            "min_region": args.min_region, "backend": args.backend, "quantize": args.quantize}
+            "min_region": args.min_region, "min_confidence": args.min_confidence,
+            "backend": args.backend, "quantize": args.quantize}
 
 
 def _add_list(sub):
