@@ -36,18 +36,19 @@ import numpy as np
 
 
 def _score(predict, files):
-    """{path: IoU of predict(image) > 0.5 with the mask, or 1 - person share for a band}."""
+    """{path: IoU (alpha >= 0.5) of predict(image) with the mask, or 1 - person share for a
+    band}."""
+    from humanmatting.metrics import iou
+
     scores = {}
     for f in files:
-        rgb = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
-        pred = predict(rgb) > 0.5
+        alpha = predict(cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB))
         mask_path = f.with_suffix(".png")
         if mask_path.exists():
-            true = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
-            union = (pred | true).sum()
-            scores[str(f)] = float((pred & true).sum() / union) if union else 1.0
+            mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) / 255.0
+            scores[str(f)] = iou(alpha, mask)
         else:
-            scores[str(f)] = float(1.0 - pred.mean())
+            scores[str(f)] = float(1.0 - (alpha >= 0.5).mean())
     return scores
 
 
@@ -79,7 +80,7 @@ def _link_set(out, name, kind, files, source, manifest):
     (out / name / "val").mkdir(exist_ok=True)
     for f in files:
         for src in (f, f.with_suffix(".png")):
-            if src.exists() and not (folder / src.name).exists():
+            if src.exists():
                 os.symlink(src.resolve(), folder / src.name)
     manifest["datasets"].append({"name": name, "kind": kind, "weight": 0.0, "source": source,
                                  "train": len(files), "val": 0})
@@ -114,7 +115,7 @@ def main(argv=None):
 
     data, out = Path(args.data).resolve(), Path(args.out)
     manifest = json.loads((data / "manifest.json").read_text())
-    names = {d["name"]: d for d in manifest["datasets"]}
+    names = {d["name"] for d in manifest["datasets"]}
     missing = [n for n in list(thresholds) + ["negatives"] if n not in names]
     if missing:
         raise SystemExit(f"{data}: no dataset {', '.join(missing)} in its manifest")

@@ -388,11 +388,12 @@ def steady_rate(steps, batch, seconds):
 
 
 def _save_weights(model, path):
-    """`model.save_weights` through a temporary file and a rename: a run killed while saving
-    leaves the previous file whole."""
-    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    """`model.save_weights` through `atomic_path`: a run killed while saving leaves the
+    previous file whole."""
+    from humanmatting.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        model.save_weights(tmp)
 
 
 def _write_history(out, history):

@@ -8,14 +8,13 @@ from pathlib import Path
 
 from humanmatting.cli.common import (Progress, add_backend_options, check_backend_options,
                                      import_tensorflow, quiet_logs, report_failures, user_error)
+from humanmatting.registry import check_min_confidence, check_min_region, check_scales
 
 FORMATS = ("alpha", "rgba", "composite")
 
 
 def parse_scales(text):
     """`--scales 0.8,1.2` -> (0.8, 1.2); argparse turns the ValueError into a usage error."""
-    from humanmatting.registry import check_scales
-
     try:
         return check_scales([v for v in text.split(",") if v.strip()])
     except ValueError as err:
@@ -31,7 +30,6 @@ def parse_threshold(check):
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
 
-    parse.__name__ = check.__name__.replace("check_", "")   # argparse's name for the type
     return parse
 
 
@@ -51,8 +49,6 @@ def _add_still_options(p):
                    help="closed-form matting (pymatting) of the image in a thin band around "
                         "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "
                         "the LikeUnets trained here)")
-    from humanmatting.registry import check_min_confidence, check_min_region
-
     p.add_argument("--min-region", type=parse_threshold(check_min_region), default=None,
                    metavar="F",
                    help="drop person regions smaller than this fraction of the image (specks "

@@ -189,12 +189,12 @@ LITE_SCALES = (1.0, 1.25, 1.5)
 #: scene; `likeunet_night.md`).
 MIN_REGION = 0.005
 #: ... and the regions whose mean person probability (before refinement) is under 0.75: on the
-#: validation split, every person region of Night stage 8 averages 0.89 or more (Night-Lite:
-#: 0.79, then 0.87), while the large regions taken on people-free scenes average 0.52-0.92
-#: (shelving, facades, foliage; a statue is the one above 0.9). Night stage 8, portraits /
-#: full-body / people-free bands with no person of 13: 0.9678 / 0.9413 / 9 without it
-#: (`likeunet_night.md`); 0.75 and 0.8 gave the same; 0.85 more on portraits but with no
-#: margin under the people, so not taken.
+#: validation split, every person region of Night stage 8 averages 0.88 or more (Night-Lite:
+#: one 0.79, the rest 0.87 or more), while the large regions taken on people-free scenes
+#: average 0.61-0.89 (shelving, facades, foliage; a statue 0.94). Night stage 8, portraits /
+#: full-body / people-free bands with no person of 13: 0.9678 / 0.9413 / 9 without it,
+#: 0.9680 / 0.9413 / 11 with it (`likeunet_night.md`); 0.8 gave the same as 0.75 on the bands,
+#: 0.85 more on portraits but with no margin under the people, so not taken.
 MIN_CONFIDENCE = 0.75
 
 
