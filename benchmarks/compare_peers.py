@@ -8,7 +8,9 @@
 Every image is scored at its own size: each model through `Matter` (its own input convention and
 size table), each peer the way its authors run it (stretched to its input size, [0, 1] RGB).
 Prints IoU, mIoU, boundary F, MAE and the median latency per image (pre/post-processing
-included, 2 threads), and each model's IoU relative to the first peer. `--backgrounds` folders
+included, 2 threads), each model's IoU relative to the first peer, and the per-image
+comparison with it: the mean IoU difference with a 95% paired bootstrap interval, the images
+where each is better, and the model's largest losses. `--backgrounds` folders
 hold people-free photos, scored with empty targets: IoU is the share of images where no pixel
 is taken for a person, MAE the mean person alpha (false positives on other scenes).
 """
@@ -22,7 +24,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from humanmatting.data.readers import read_dataset  # noqa: E402
-from humanmatting.evaluation import TFLitePeer, evaluate  # noqa: E402
+from humanmatting.evaluation import (  # noqa: E402
+    TFLitePeer, compare, describe_comparison, evaluate)
 from humanmatting.inference import Matter  # noqa: E402
 from humanmatting.registry import DEFAULT_MODEL  # noqa: E402
 
@@ -68,14 +71,22 @@ def main():
         result = evaluate(predictors, pairs)
         reference = result["per_model"][next(iter(peers))]["iou"] if peers else None
         label = f"{Path(data).name} ({result['count']})"
+        rows = {}
         for name, metrics in result["per_model"].items():
             ratio = f"{metrics['iou'] / reference:11.3f}" if reference else ""   # not / 0
             print(f"{label:24s} {name:32s} "
                   + " ".join(f"{metrics[m]:10.4f}" for m in METRICS)
                   + f" {result['latency_ms'][name]:9.1f} {ratio}")
-            table.append({"data": str(data), "kind": kind, "count": result["count"],
+            rows[name] = {"data": str(data), "kind": kind, "count": result["count"],
                           "model": name, **{m: metrics[m] for m in METRICS},
-                          "ms_per_image": result["latency_ms"][name]})
+                          "ms_per_image": result["latency_ms"][name]}
+        if peers and result["count"]:
+            peer = next(iter(peers))
+            for name in args.models:
+                comparison = compare(result, name, peer)
+                print("  " + describe_comparison(comparison, name, peer))
+                rows[name]["vs_peer"] = comparison
+        table.extend(rows.values())
         for path, reason in result["failed"]:
             print(f"  skipped {path}: {reason}")
     if args.json:

@@ -1,12 +1,13 @@
 """Scoring predictors on a dataset at each image's full size, and peer models to compare with."""
 
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from humanmatting.io import read_image
-from humanmatting.metrics import evaluate_pair
+from humanmatting.metrics import evaluate_pair, paired_difference
 
 
 class TFLitePeer:
@@ -68,12 +69,13 @@ def evaluate(predictors, pairs, *, progress=None):
 
     Returns:
         {"per_model": {name: {metric: mean}}, "latency_ms": {name: median ms},
-         "count": images scored, "failed": [(path, reason)]}
+         "count": images scored, "failed": [(path, reason)],
+         "images": [the scored image paths], "per_image": {name: {metric: [value per image]}}}
     """
-    sums = {name: {} for name in predictors}
+    values = {name: {} for name in predictors}
     times = {name: [] for name in predictors}
     failed = list(pairs.problems)
-    count = 0
+    scored = []
     for i, (image_path, target_path) in enumerate(zip(pairs.images, pairs.targets), start=1):
         try:
             image = read_image(image_path)
@@ -89,13 +91,50 @@ def evaluate(predictors, pairs, *, progress=None):
             alpha = predictor.predict(image)
             times[name].append(time.perf_counter() - start)
             for metric, value in evaluate_pair(alpha, gt, soft=pairs.refined).items():
-                sums[name][metric] = sums[name].get(metric, 0.0) + value
-        count += 1
+                values[name].setdefault(metric, []).append(float(value))
+        scored.append(str(image_path))
         if progress:
             progress(i, len(pairs.images), image_path)
     return {
-        "per_model": {n: {m: v / max(count, 1) for m, v in s.items()} for n, s in sums.items()},
+        "per_model": {n: {m: float(np.mean(v)) for m, v in s.items()} for n, s in values.items()},
         "latency_ms": {n: 1000 * float(np.median(t)) if t else None for n, t in times.items()},
-        "count": count,
+        "count": len(scored),
         "failed": failed,
+        "images": scored,
+        "per_image": values,
     }
+
+
+def compare(result, name, reference, *, metric="iou", worst=3, **bootstrap):
+    """Per-image comparison of two predictors of one `evaluate` result.
+
+    Args:
+        result: an `evaluate` result holding both names.
+        name, reference: the predictor compared, and the one it is compared with (e.g. a peer).
+        metric: a per-image metric where higher is better (iou, miou, boundary_f).
+        worst: how many of `name`'s largest per-image losses to list.
+        **bootstrap: `metrics.paired_difference` options (samples, level, seed).
+
+    Returns:
+        `paired_difference`'s dict plus "metric" and "largest_losses": [(image, difference)].
+    """
+    scores = np.asarray(result["per_image"][name][metric])
+    other = np.asarray(result["per_image"][reference][metric])
+    out = paired_difference(scores, other, **bootstrap)
+    order = np.argsort(scores - other, kind="stable")[:worst]
+    out["metric"] = metric
+    out["largest_losses"] = [(result["images"][i], float(scores[i] - other[i]))
+                             for i in order if scores[i] < other[i]]
+    return out
+
+
+def describe_comparison(comparison, name, reference):
+    """One line for people: the mean difference, its interval, wins / losses, worst images."""
+    c = comparison
+    line = (f"{name} - {reference}, {c['metric']} per image: mean {c['mean']:+.4f} "
+            f"({100 * c['level']:.0f}% bootstrap interval {c['low']:+.4f} .. {c['high']:+.4f}, "
+            f"{c['count']} images); better on {c['better']}, worse on {c['worse']}")
+    if c["largest_losses"]:
+        line += "; largest losses " + ", ".join(f"{Path(path).name} {d:+.3f}"
+                                                 for path, d in c["largest_losses"])
+    return line

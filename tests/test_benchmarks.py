@@ -110,6 +110,13 @@ def test_compare_peers_scores_people_and_people_free_folders(tmp_path):
             for metric in ("iou", "miou", "boundary_f", "mae"):
                 assert rows[kind, name][metric] == pytest.approx(metrics[metric], abs=1e-6)
     assert "scenes (2)" in result.stdout
+    # the per-image comparison with the peer: its mean is the difference of the two IoUs
+    for kind in ("folder", "backgrounds"):
+        vs = rows[kind, "likeunet_night_lite"]["vs_peer"]
+        assert vs["mean"] == pytest.approx(rows[kind, "likeunet_night_lite"]["iou"]
+                                           - rows[kind, "peer"]["iou"], abs=1e-9)
+        assert vs["low"] <= vs["mean"] <= vs["high"]
+    assert result.stdout.count("likeunet_night_lite - peer, iou per image: mean") == 2
 
 
 def test_compare_peers_needs_data(tmp_path):

@@ -165,6 +165,25 @@ def test_predict_and_eval_run_the_int8_backend(tmp_path):
     assert result.returncode == 1 and "--quantize int8 needs --backend tflite" in result.stderr
 
 
+def test_eval_next_to_a_peer_compares_image_by_image(tmp_path):
+    people = make_folder_dataset(tmp_path / "people", count=3, shape=(80, 64))
+    peer = fixed_size_peer(tmp_path / "peer.tflite")
+    args = ("eval", "--data", people, "--model", "likeunet_night_lite", "--peer-tflite", peer)
+    result = run_cli(*args, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["images"]) == 3
+    ours, theirs = (report["per_image"][n]["iou"] for n in ("likeunet_night_lite", "peer"))
+    assert np.mean(ours) == pytest.approx(report["per_model"]["likeunet_night_lite"]["iou"])
+    comparison = report["comparison"]
+    assert comparison["mean"] == pytest.approx(np.mean(ours) - np.mean(theirs))
+    assert comparison["better"] + comparison["worse"] + comparison["equal"] == 3
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "likeunet_night_lite - peer, iou per image: mean" in result.stdout
+    assert "95% bootstrap interval" in result.stdout
+
+
 def test_eval_on_people_free_images_scores_false_positives(tmp_path):
     from humanmatting.inference import Matter
 

@@ -81,3 +81,62 @@ def test_matting_loss_terms_hand_computed():
     # gradient along x of (prob - alpha) = [-0.2, 0.4]: |0.6|; no y neighbours.
     assert soft["gradient"] == pytest.approx(0.6, rel=1e-5)
     assert MattingLoss.from_config(loss.get_config()).get_config() == loss.get_config()
+
+
+def test_paired_difference_hand_computed():
+    same = M.paired_difference([0.9, 0.8, 0.7], [0.9, 0.8, 0.7])
+    assert same["mean"] == same["low"] == same["high"] == 0.0
+    assert (same["better"], same["worse"], same["equal"], same["count"]) == (0, 0, 3, 3)
+    shifted = M.paired_difference([0.91, 0.81, 0.71], [0.9, 0.8, 0.7])
+    assert shifted["low"] == pytest.approx(0.01) and shifted["high"] == pytest.approx(0.01)
+    assert shifted["better"] == 3
+    # differences -0.1 and +0.1: the resampled means are -0.1, 0, +0.1 with chances 1/4, 1/2,
+    # 1/4, so the 95% interval runs from -0.1 to +0.1 around a mean of 0
+    two = M.paired_difference([0.0, 0.2], [0.1, 0.1])
+    assert two["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert two["low"] == pytest.approx(-0.1) and two["high"] == pytest.approx(0.1)
+    assert (two["better"], two["worse"]) == (1, 1)
+    assert M.paired_difference([0.0, 0.2], [0.1, 0.1], seed=3) == M.paired_difference(
+        [0.0, 0.2], [0.1, 0.1], seed=3)
+
+
+def test_paired_difference_matches_the_normal_interval():
+    # many images: the bootstrap interval of a mean approaches mean +- 1.96 sd / sqrt(n)
+    rng = np.random.default_rng(1)
+    diff = rng.normal(0.01, 0.02, 400)
+    got = M.paired_difference(0.5 + diff, np.full(400, 0.5), samples=20000)
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
+    assert got["mean"] == pytest.approx(diff.mean())
+    assert got["low"] == pytest.approx(diff.mean() - half, abs=0.1 * half)
+    assert got["high"] == pytest.approx(diff.mean() + half, abs=0.1 * half)
+    narrow = M.paired_difference(0.5 + diff, np.full(400, 0.5), samples=20000, level=0.5)
+    assert got["low"] < narrow["low"] < narrow["high"] < got["high"]
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    (([0.5, 0.6], [0.5]), {}, "same length"),
+    (([], []), {}, "at least one image"),
+    (([[0.5]], [[0.5]]), {}, "1-D"),
+    (([0.5], [0.5]), {"level": 1.0}, "level"),
+    (([0.5], [0.5]), {"samples": 0}, "samples"),
+])
+def test_paired_difference_rejects_bad_input(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        M.paired_difference(*args, **kwargs)
+
+
+def test_compare_lists_the_largest_losses():
+    from humanmatting.evaluation import compare, describe_comparison
+
+    result = {"images": ["a/1.jpg", "a/2.jpg", "a/3.jpg", "a/4.jpg"],
+              "per_image": {"ours": {"iou": [0.95, 0.70, 0.90, 0.99]},
+                            "peer": {"iou": [0.90, 0.95, 0.92, 0.99]}}}
+    got = compare(result, "ours", "peer", worst=3)
+    assert got["mean"] == pytest.approx((0.05 - 0.25 - 0.02 + 0.0) / 4)
+    assert (got["better"], got["worse"], got["equal"]) == (1, 2, 1)
+    # worst first; an image where ours is not below the peer is never a loss
+    assert [p for p, _ in got["largest_losses"]] == ["a/2.jpg", "a/3.jpg"]
+    assert got["largest_losses"][0][1] == pytest.approx(-0.25)
+    line = describe_comparison(got, "ours", "peer")
+    assert "ours - peer, iou per image: mean -0.0550" in line
+    assert "better on 1, worse on 2" in line and "2.jpg -0.250, 3.jpg -0.020" in line

@@ -250,7 +250,7 @@ def cmd_eval(args):
     if not len(pairs):
         return user_error(f"{args.data}: no image/target pairs")
     import_tensorflow()
-    from humanmatting.evaluation import TFLitePeer, evaluate
+    from humanmatting.evaluation import TFLitePeer, compare, describe_comparison, evaluate
     from humanmatting.inference import Matter
     from humanmatting.registry import DEFAULT_MODEL
 
@@ -265,6 +265,9 @@ def cmd_eval(args):
     result = evaluate(predictors, pairs, progress=lambda i, n, path: bar.update(i, Path(path).name))
     result["data"] = str(args.data)
     result["soft_ground_truth"] = pairs.refined
+    if args.peer_tflite and result["count"]:
+        # is the gap to the peer more than the luck of these images? (paired bootstrap)
+        result["comparison"] = compare(result, name, "peer")
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -272,6 +275,8 @@ def cmd_eval(args):
             cells = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             print(f"{model_name}: {cells}  latency {result['latency_ms'][model_name]:.1f} ms "
                   f"({result['count']} images)")
+        if "comparison" in result:
+            print(describe_comparison(result["comparison"], name, "peer"))
     return report_failures(result["failed"], "pair(s)")
 
 
