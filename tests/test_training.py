@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import humanmatting
-from conftest import make_folder_dataset
+from conftest import fixed_size_peer, make_folder_dataset
 from humanmatting.training import load_config
 from humanmatting.training.fit import fit
 from humanmatting.training.transfer import init_from_deploy, transfer_deploy, transfer_weights
@@ -87,13 +87,17 @@ def test_resume_after_a_mid_epoch_kill_is_exact(tmp_path):
 
 @pytest.mark.slow
 def test_release_export_writes_fused_weights_and_card(tmp_path):
-    config = tiny_config(tmp_path, epochs=1, export="true")
+    peer = fixed_size_peer(tmp_path / "peer.tflite")
+    config = tiny_config(tmp_path, epochs=1, export="true", peer_tflite=str(peer))
     summary = fit(config, log=lambda *a: None)
     release = summary["release"]
     models = tmp_path / "models"
     assert (models / "likeunet_night.weights.h5").is_file()
     card = (models / "likeunet_night.md").read_text()
     assert "humanmatting" in card and "iou" in card and "likeunet_dark_light_original" in card
+    # the peer's row, and the image-by-image comparison with it
+    assert "| mediapipe_selfie |" in card
+    assert "likeunet_night - mediapipe_selfie, iou per image: mean" in card
     sums = (models / "SHA256SUMS").read_text()
     assert release["sha256"] in sums
     model = humanmatting.create_model("likeunet_night", weights=models / "likeunet_night.weights.h5",

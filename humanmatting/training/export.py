@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 
 from humanmatting.data.readers import read_dataset
-from humanmatting.evaluation import TFLitePeer, evaluate
+from humanmatting.evaluation import TFLitePeer, compare, describe_comparison, evaluate
 from humanmatting.inference import Matter
 from humanmatting.io import atomic_path
 from humanmatting.registry import get_preset, sha256_file
@@ -54,6 +54,13 @@ def _table(results, names):
             rows.append(f"| {data_name} ({result['count']}) | {name} | {cells} | "
                         f"{result['latency_ms'][name]:.1f} |")
     return "\n".join(rows)
+
+
+def _peer_lines(results, name, peer="mediapipe_selfie"):
+    """The card's image-by-image comparison with the peer, one line per dataset ("" without)."""
+    return "\n".join(
+        f"  - {data_name}: {describe_comparison(compare(result, name, peer), name, peer)}"
+        for data_name, result in results.items() if peer in result["per_image"])
 
 
 def export_release(config, *, log=print, run_dir=None):
@@ -107,6 +114,9 @@ def write_card(config, run_dir, state, path, digest, model, results, names):
     data_lines = "\n".join(
         f"  - `{d.path}` ({d.kind}, sampling weight {d.weight})" for d in config.data)
     hours = state.get("train_seconds", 0) / 3600
+    peer_lines = _peer_lines(results, config.model)
+    peer_block = (f"\n- **Image by image against MediaPipe Selfie** (mean IoU difference, 95 % "
+                  f"paired bootstrap interval):\n{peer_lines}\n" if peer_lines else "")
     card = f"""# Model card: `{config.model}`
 
 {preset.description}. Trained here, on CPU, {'fine-tuned from `' + config.init_from + '`' if config.init_from else 'from scratch'}.
@@ -134,7 +144,7 @@ def write_card(config, run_dir, state, path, digest, model, results, names):
   one process, this machine):
 
 {_table(results, names)}
-
+{peer_block}
 - **Measured with**: `humanmatting.training.export.export_release` on
   {datetime.date.today().isoformat()}; the same numbers come from
   `humanmatting eval --data DIR --split val --model {config.model}`.
