@@ -69,7 +69,8 @@ def main():
         if args.limit:
             pairs.images, pairs.targets = pairs.images[:args.limit], pairs.targets[:args.limit]
         result = evaluate(predictors, pairs)
-        reference = result["per_model"][next(iter(peers))]["iou"] if peers else None
+        peer = next(iter(peers), None)   # the first peer: the one every model is compared with
+        reference = result["per_model"][peer]["iou"] if peer else None
         label = f"{Path(data).name} ({result['count']})"
         rows = {}
         for name, metrics in result["per_model"].items():
@@ -80,8 +81,7 @@ def main():
             rows[name] = {"data": str(data), "kind": kind, "count": result["count"],
                           "model": name, **{m: metrics[m] for m in METRICS},
                           "ms_per_image": result["latency_ms"][name]}
-        if peers and result["count"]:
-            peer = next(iter(peers))
+        if peer and result["count"]:
             for name in args.models:
                 comparison = compare(result, name, peer)
                 print("  " + describe_comparison(comparison, name, peer))

@@ -16,7 +16,7 @@ _REGISTRY = {}
 
 #: The model that `Matter`, `demo.py` and `humanmatting predict` use when none is named: the
 #: released model with the best mean validation IoU over portraits and full-body photos
-#: (likeunet_night 0.9680 / 0.9413; Dark 0.9682 / 0.9410, Dark-Light 0.9682 / 0.9405,
+#: (likeunet_night 0.9690 / 0.9413; Dark 0.9691 / 0.9411, Dark-Light 0.9682 / 0.9405,
 #: Night-Lite 0.954 / 0.933, the original release 0.967 / 0.298; see the model cards).
 DEFAULT_MODEL = "likeunet_night"
 #: The grayscale model that `demo.py --gray` uses: the best gray one.
