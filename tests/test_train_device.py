@@ -162,13 +162,15 @@ def test_pack_train_release(tmp_path):
          "--steps-per-epoch", "2", "--batch", "2", "--workers", "1", "--warmup-steps", "1",
          "--sizes", "64x64,64x96", "--no-jit", "--minutes", "5", "--arch", ARCH,
          "--mix", "people=0.5,bg=0.5", "--teacher", "likeunet_night", "--distil-weight", "0.3",
-         "--save-last"],
+         "--save-last", "--keep-epochs"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert len(rows) == 2 and 0 <= float(rows[-1]["val_iou_mean"]) <= 1
     assert float(rows[-1]["images_per_s"]) > 0
     assert (out / "last.weights.h5").exists() and not list(out.glob("*tmp*"))
+    assert sorted(p.name for p in out.glob("ep*.weights.h5")) == ["ep1.weights.h5",
+                                                                  "ep2.weights.h5"]
     run = json.loads((out / "run.json").read_text())
     assert run["epochs_done"] == 2 and run["model"] == "likeunet_night_lite"
     assert run["arch"] == json.loads(ARCH)
@@ -308,6 +310,91 @@ def test_soup_averages_released_weights_tensor_by_tensor(tmp_path):
     for got, x, y in zip(souped.get_weights(), a, b):
         np.testing.assert_allclose(got, (x + y) / 2, rtol=1e-6, atol=1e-7)
     assert "likeunet_night_lite.weights.h5" in (models / "SHA256SUMS").read_text()
+
+
+def _training_snapshots(tmp_path, arch):
+    """Two training-form files that differ in every kernel and share every BatchNorm (random,
+    not the initial 0 / 1 statistics), as epochs of a run with BatchNorm frozen do."""
+    import keras
+
+    import humanmatting
+
+    files = []
+    keras.utils.set_random_seed(4)
+    first = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False, **arch)
+    rng = np.random.default_rng(4)
+    def norms(model):
+        return [layer for layer in model._flatten_layers(include_self=False)
+                if isinstance(layer, keras.layers.BatchNormalization)]
+
+    assert norms(first)
+    for layer in norms(first):   # gamma, beta, moving mean, moving variance
+        layer.set_weights([rng.uniform(0.5, 1.5, w.shape) if i in (0, 3) else
+                           rng.normal(0, 0.2, w.shape) for i, w in enumerate(layer.get_weights())])
+    files.append(tmp_path / "ep1.weights.h5")
+    first.save_weights(files[-1])
+    keras.utils.set_random_seed(5)
+    second = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False, **arch)
+    for a, b in zip(norms(first), norms(second), strict=True):
+        b.set_weights(a.get_weights())
+    files.append(tmp_path / "ep2.weights.h5")
+    second.save_weights(files[-1])
+    return files
+
+
+def test_soup_of_training_snapshots_is_the_average_of_their_releases(tmp_path, capsys):
+    import humanmatting
+
+    arch = json.loads(ARCH)
+    snapshots = _training_snapshots(tmp_path, arch)
+    released = []
+    for i, path in enumerate(snapshots):   # each snapshot fused on its own
+        folder = tmp_path / f"rel{i}"
+        folder.mkdir()
+        assert train_device.main(["release", "--model", "likeunet_night_lite", "--weights",
+                                  str(path), "--models", str(folder), "--arch", ARCH]) == 0
+        released.append(folder / "likeunet_night_lite.weights.h5")
+    a, b = (humanmatting.create_model("likeunet_night_lite", weights=f, **arch).get_weights()
+            for f in released)
+    assert any(np.abs(x - y).max() > 1e-3 for x, y in zip(a, b))
+    # with BatchNorm shared, fusing is linear in the kernels: averaging the training form
+    # and then fusing equals averaging the two releases
+    models = tmp_path / "models"
+    models.mkdir()
+    assert train_device.main(["soup", "--model", "likeunet_night_lite", "--training-weights",
+                              *map(str, snapshots), "--models", str(models),
+                              "--arch", ARCH]) == 0
+    assert "averaged 2 training-form files into one ingredient" in capsys.readouterr().out
+    souped = humanmatting.create_model(
+        "likeunet_night_lite", weights=models / "likeunet_night_lite.weights.h5", **arch)
+    for got, x, y in zip(souped.get_weights(), a, b):
+        np.testing.assert_allclose(got, (x + y) / 2, rtol=1e-5, atol=1e-6)
+    swa = souped.get_weights()
+
+    # the averaged snapshots count as one ingredient next to a release: (release + swa) / 2
+    assert train_device.main(["soup", "--model", "likeunet_night_lite", "--weights",
+                              str(released[0]), "--training-weights", *map(str, snapshots),
+                              "--models", str(models), "--arch", ARCH]) == 0
+    assert "souped 2 ingredients" in capsys.readouterr().out
+    mixed = humanmatting.create_model(
+        "likeunet_night_lite", weights=models / "likeunet_night_lite.weights.h5", **arch)
+    for got, x, s in zip(mixed.get_weights(), a, swa):
+        np.testing.assert_allclose(got, (x + s) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_soup_and_release_reject_bad_arguments(tmp_path, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    assert train_device.main(["soup", "--model", "likeunet_night_lite",
+                              "--models", str(models)]) == 1
+    assert "--weights and/or --training-weights" in capsys.readouterr().err
+    for arch, says in (('{"filters": [8,', "--arch is not JSON"),
+                       ("[8, 8]", "--arch must be a JSON object")):
+        assert train_device.main(["release", "--model", "likeunet_night_lite", "--weights",
+                                  str(tmp_path / "none.weights.h5"), "--arch", arch,
+                                  "--models", str(models)]) == 1
+        assert says in capsys.readouterr().err
+    assert not list(models.iterdir())   # nothing written
 
 
 def test_carry_releases_nights_weights_as_dark(tmp_path, capsys):

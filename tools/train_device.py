@@ -19,9 +19,11 @@ Two steps:
     python tools/train_device.py train --data .devdata --model likeunet_night \\
         --init models/likeunet_night.weights.h5 --minutes 8 --out $OUT
 
-`train` writes `best.weights.h5` (training form; `--save-last` adds `last.weights.h5`),
-`history.csv` and `run.json`; `python tools/train_device.py release --model NAME --weights
-best.weights.h5` (here) fuses them into `models/` and updates `models/SHA256SUMS`.
+`train` writes `best.weights.h5` (training form; `--save-last` adds `last.weights.h5`,
+`--keep-epochs` every epoch's `epN.weights.h5`), `history.csv` and `run.json`; `python
+tools/train_device.py release --model NAME --weights best.weights.h5` (here) fuses them into
+`models/` and updates `models/SHA256SUMS`; `soup` averages releases and, with
+`--training-weights`, epoch snapshots (stochastic weight averaging).
 """
 
 import argparse
@@ -410,24 +412,60 @@ def release(args):
     from humanmatting.fusion import fuse
     from humanmatting.registry import create_model
 
-    arch = json.loads(args.arch) if args.arch else {}
+    arch = _arch(args)
     _write_release(fuse(create_model(args.model, weights=args.weights, deploy=False, **arch)),
                    args.model, args.models)
     return 0
 
 
+def _arch(args):
+    """The builder arguments given as --arch JSON (an empty dict when none)."""
+    if not args.arch:
+        return {}
+    try:
+        arch = json.loads(args.arch)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--arch is not JSON ({err}): {args.arch!r}") from None
+    if not isinstance(arch, dict):
+        raise ValueError(f"--arch must be a JSON object of builder arguments, got {args.arch!r}")
+    return arch
+
+
 def soup(args):
-    """Averages released (deploy-form) weights files of one model, tensor by tensor, into
-    `models/` (a uniform "model soup" of fine-tunes from one starting point)."""
+    """Averages weights of one model, tensor by tensor, into `models/` (a uniform "model
+    soup" of fine-tunes from one starting point).
+
+    The ingredients are the released (deploy-form) files of --weights and, with
+    --training-weights, one more: the average of those training-form files (e.g. every
+    epoch's snapshot of one run: stochastic weight averaging, meaningful when BatchNorm was
+    frozen so its statistics are equal in all), fused into deploy form first.
+    """
     import numpy as np
 
+    from humanmatting.fusion import fuse
     from humanmatting.registry import create_model
 
-    arch = json.loads(args.arch) if args.arch else {}
+    if not args.weights and not args.training_weights:
+        raise ValueError("soup needs --weights and/or --training-weights files")
+    arch = _arch(args)
+
+    def mean(weight_lists):
+        return [np.mean(tensors, axis=0) for tensors in zip(*weight_lists)]
+
     models = [create_model(args.model, weights=w, deploy=True, **arch) for w in args.weights]
-    averaged = [np.mean(tensors, axis=0) for tensors in
-                zip(*(m.get_weights() for m in models))]
-    models[0].set_weights(averaged)
+    ingredients = [m.get_weights() for m in models]
+    if args.training_weights:
+        trained = create_model(args.model, weights=None, deploy=False, **arch)
+        snapshots = []
+        for path in args.training_weights:
+            trained.load_weights(path)
+            snapshots.append(trained.get_weights())
+        trained.set_weights(mean(snapshots))
+        models.append(fuse(trained))
+        ingredients.append(models[-1].get_weights())
+        print(f"averaged {len(snapshots)} training-form files into one ingredient")
+    models[0].set_weights(mean(ingredients))
+    print(f"souped {len(ingredients)} ingredients")
     _write_release(models[0], args.model, args.models)
     return 0
 
@@ -483,6 +521,7 @@ def train(args):
     keras.utils.set_random_seed(args.seed)
     spec = get_preset(args.model).input
     _check_teacher(args, spec)
+    arch = _arch(args)
     sizes = ([tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
              if args.sizes else [tuple(s) for s in SIZES_256])
     mix = _parse_mix(args.mix)
@@ -497,7 +536,6 @@ def train(args):
     pool = mp.get_context("spawn").Pool(
         args.workers, initializer=_worker_init,
         initargs=(args.data, sizes, spec.channels, args.batch, mix))
-    arch = json.loads(args.arch) if args.arch else {}
     model = create_model(args.model, weights=None, deploy=False, **arch)
     if args.init:
         model.load_weights(args.init)
@@ -590,6 +628,8 @@ def train(args):
                 _save_weights(model, out / "best.weights.h5")
             if args.save_last:   # every epoch: a run stopped early keeps its latest weights
                 _save_weights(model, out / "last.weights.h5")
+            if args.keep_epochs:   # snapshots to average (soup --training-weights)
+                _save_weights(model, out / f"ep{epoch + 1}.weights.h5")
             _write_history(out, history)
             if (time.time() - start - compiling) / 60 > args.minutes:
                 print(f"stopping at the time limit after epoch {epoch}", flush=True)
@@ -656,6 +696,8 @@ def main(argv=None):
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--save-last", action="store_true", help="also write last.weights.h5 "
                    "(after every epoch, so a run stopped early keeps its latest weights)")
+    t.add_argument("--keep-epochs", action="store_true", help="also write each epoch's "
+                   "weights as epN.weights.h5, N from 1 (to average with soup --training-weights)")
     t.add_argument("--freeze-bn", action="store_true",
                    help="keep every BatchNorm in inference mode with its statistics fixed "
                         "(fine-tuning with small batches, e.g. on a CPU)")
@@ -673,8 +715,11 @@ def main(argv=None):
     u = sub.add_parser("soup", help="average released (deploy-form) weights files of one "
                                     "model into models/ (here)")
     u.add_argument("--model", required=True)
-    u.add_argument("--weights", nargs="+", required=True,
+    u.add_argument("--weights", nargs="+", default=[],
                    help="deploy-form .weights.h5 files (e.g. two fine-tunes' releases)")
+    u.add_argument("--training-weights", nargs="+", default=[],
+                   help="training-form .weights.h5 files (e.g. one run's epoch snapshots), "
+                        "averaged and fused into one more ingredient")
     u.add_argument("--arch", default="", help="the --arch the weights were trained with")
     u.add_argument("--models", default=str(ROOT / "models"))
     u.set_defaults(func=soup)
