@@ -12,7 +12,9 @@ included, 2 threads), each model's IoU relative to the first peer, and the per-i
 comparison with it: the mean IoU difference with a 95% paired bootstrap interval, the images
 where each is better, and the model's largest losses. `--backgrounds` folders
 hold people-free photos, scored with empty targets: IoU is the share of images where no pixel
-is taken for a person, MAE the mean person alpha (false positives on other scenes).
+is taken for a person, MAE the mean person alpha (false positives on other scenes). Unreadable
+pairs are left out of every figure, listed at the end (and under "failed" in the JSON), and
+make the exit status 1.
 """
 
 import argparse
@@ -56,7 +58,7 @@ def main():
     predictors.update(peers)
     print(f"{'data':24s} {'model':32s} " + " ".join(f"{m:>10s}" for m in METRICS)
           + f" {'ms/image':>9s} {'IoU vs peer':>11s}")
-    table = []
+    table, failed = [], []
     for data, kind in ([(d, "folder") for d in args.data]
                        + [(d, "backgrounds") for d in args.backgrounds]):
         try:
@@ -69,6 +71,10 @@ def main():
         if args.limit:
             pairs.images, pairs.targets = pairs.images[:args.limit], pairs.targets[:args.limit]
         result = evaluate(predictors, pairs)
+        failed.extend(result["failed"])
+        if not result["count"]:   # every pair unreadable: nothing to score or compare
+            print(f"{Path(data).name:24s} no image could be scored")
+            continue
         peer = next(iter(peers), None)   # the first peer: the one every model is compared with
         reference = result["per_model"][peer]["iou"] if peer else None
         label = f"{Path(data).name} ({result['count']})"
@@ -81,20 +87,20 @@ def main():
             rows[name] = {"data": str(data), "kind": kind, "count": result["count"],
                           "model": name, **{m: metrics[m] for m in METRICS},
                           "ms_per_image": result["latency_ms"][name]}
-        if peer and result["count"]:
+        if peer:
             for name in args.models:
                 comparison = compare(result, name, peer)
                 print("  " + describe_comparison(comparison, name, peer))
                 rows[name]["vs_peer"] = comparison
         table.extend(rows.values())
-        for path, reason in result["failed"]:
-            print(f"  skipped {path}: {reason}")
     if args.json:
         from humanmatting.io import atomic_path
 
         with atomic_path(args.json) as tmp:
-            Path(tmp).write_text(json.dumps({"rows": table}, indent=1))
-    return 0
+            Path(tmp).write_text(json.dumps({"rows": table, "failed": failed}, indent=1))
+    for path, reason in failed:   # bad pairs are left out of every figure above
+        print(f"compare_peers.py: skipped {path}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -119,6 +119,30 @@ def test_compare_peers_scores_people_and_people_free_folders(tmp_path):
     assert result.stdout.count("likeunet_night_lite - peer, iou per image: mean") == 2
 
 
+def test_compare_peers_goes_on_past_bad_pairs_and_reports_them(tmp_path):
+    import cv2
+    import numpy as np
+
+    people = make_folder_dataset(tmp_path / "people", count=2, shape=(80, 64))
+    (people / "images" / "z.jpg").write_bytes(b"not a jpeg")   # corrupt, with its mask
+    cv2.imwrite(str(people / "masks" / "z.png"), np.zeros((80, 64), np.uint8))
+    broken = tmp_path / "broken"   # a folder whose only pair is unreadable
+    (broken / "images").mkdir(parents=True)
+    (broken / "masks").mkdir()
+    (broken / "images" / "a.jpg").write_bytes(b"junk")
+    cv2.imwrite(str(broken / "masks" / "a.png"), np.zeros((40, 40), np.uint8))
+    out = tmp_path / "table.json"
+    result = run_script("compare_peers.py", "--data", broken, people, "--models",
+                        "likeunet_night_lite", "--json", out, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "broken" in result.stdout and "no image could be scored" in result.stdout
+    assert "people (2)" in result.stdout            # the good pairs are still scored
+    assert "skipped" in result.stderr and "z.jpg" in result.stderr and "a.jpg" in result.stderr
+    table = json.loads(out.read_text())
+    assert [r["count"] for r in table["rows"]] == [2]
+    assert sorted(Path(path).name for path, _ in table["failed"]) == ["a.jpg", "z.jpg"]
+
+
 def test_compare_peers_needs_data(tmp_path):
     result = run_script("compare_peers.py", cwd=tmp_path)
     assert result.returncode == 2 and "--data and/or --backgrounds" in result.stderr
