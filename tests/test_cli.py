@@ -209,6 +209,17 @@ def test_eval_on_people_free_images_scores_false_positives(tmp_path):
     assert scores["iou"] == pytest.approx(np.mean([float((a < 0.5).all()) for a in alphas]))
 
 
+def test_eval_where_no_pair_can_be_read_says_so(tmp_path):
+    folder = tmp_path / "bad"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    (folder / "images" / "a.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    cv2.imwrite(str(folder / "masks" / "a.png"), np.zeros((40, 40), np.uint8))
+    result = run_cli("eval", "--data", folder, "--model", "likeunet_night_lite", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no image could be scored" in result.stdout and "a.jpg" in result.stderr
+
+
 def test_bench_prints_latency_next_to_a_peer(tmp_path):
     peer = fixed_size_peer(tmp_path / "peer.tflite")
     result = run_cli("bench", "--model", "likeunet_night_lite", "--size", "64x96", "--backend",

@@ -270,6 +270,8 @@ def cmd_eval(args):
         result["comparison"] = compare(result, name, "peer")
     if args.json:
         print(json.dumps(result, indent=1))
+    elif not result["count"]:
+        print(f"{args.data}: no image could be scored")
     else:
         for model_name, metrics in result["per_model"].items():
             cells = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
