@@ -256,3 +256,15 @@ def test_bench_runs_the_released_int8_file(tmp_path):
 def test_bench_rejects_bad_input(tmp_path, args, message):
     result = run_cli("bench", "--runs", "1", *args, cwd=tmp_path)
     assert result.returncode == 1 and message in result.stderr
+
+
+def test_failures_name_each_path_once(capsys):
+    from pathlib import Path
+
+    from humanmatting.cli.common import report_failures
+
+    assert report_failures([], "pair(s)") == 0
+    assert report_failures([(Path("d/a.jpg"), "d/a.jpg: not a readable image"),
+                            ("b.png", "no mask")], "pair(s)") == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "2 pair(s) failed:", "  d/a.jpg: not a readable image", "  b.png: no mask"]

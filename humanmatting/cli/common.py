@@ -61,8 +61,8 @@ def report_failures(failed, what):
     if not failed:
         return 0
     print(f"{len(failed)} {what} failed:", file=sys.stderr)
-    for path, reason in failed:
-        print(f"  {path}: {reason}", file=sys.stderr)
+    for path, reason in failed:   # reasons from read_image etc. already start with the path
+        print(f"  {path}: {str(reason).removeprefix(f'{path}: ')}", file=sys.stderr)
     return 1
 
 

@@ -173,7 +173,7 @@ def cmd_predict(args):
             write_image(target, result)
             written += 1
         except (ImageError, FileNotFoundError, OSError) as err:
-            failed.append((path, str(err).removeprefix(f"{path}: ")))
+            failed.append((path, str(err)))
         bar.update(i, path.name)
     print(f"wrote {written} file(s) to {output}")
     return report_failures(failed, "input(s)")
