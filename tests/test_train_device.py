@@ -496,3 +496,30 @@ def test_hard_examples_link_a_packed_folder_the_trainer_reads(tmp_path):
     assert (out / "scores.json").read_bytes() == before
     assert list((out / "hard" / "train").iterdir()) == []
     assert (data / "images").exists() and len(list(packed.rglob("*.jpg"))) == 12
+
+
+def test_freeze_batchnorm_keeps_the_named_blocks_learning():
+    import humanmatting
+
+    model = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False,
+                                      depths=(1, 1, 1, 3, 5))
+    total = train_device._freeze_batchnorm(model, keep=())
+    model = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False,
+                                      depths=(1, 1, 1, 3, 5))
+    keep = ["enc5_4_dw", "enc5_4_pw"]
+    # a branch-form depthwise ACBlock has three BatchNorms, a pointwise ConvBN one
+    assert train_device._freeze_batchnorm(model, keep=keep) == total - 4
+    assert all(w.trainable for name in keep for w in model.get_layer(name).weights
+               if "gamma" in w.path or "beta" in w.path)
+    assert not any(w.trainable for w in model.get_layer("enc5_3_pw").bn.weights)
+    assert model.get_layer("enc5_3_pw").conv.kernel.trainable   # only BatchNorm is frozen
+
+
+def test_grow_needs_a_file_and_a_deeper_arch(tmp_path, capsys):
+    for extra in ([], ["--arch", '{"depths": [1, 1, 1, 3, 5]}'],
+                  ["--init-deploy", str(tmp_path / "lite.weights.h5")]):
+        assert train_device.main(["train", "--data", str(tmp_path), "--model",
+                                  "likeunet_night_lite", "--out", str(tmp_path / "run"),
+                                  "--grow"] + extra) == 1
+        assert "--grow needs --init-deploy" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

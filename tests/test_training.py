@@ -178,6 +178,55 @@ def test_init_from_deploy_keeps_the_released_function(name):
         init_from_deploy(humanmatting.create_model(other, weights=None), dst, images)
 
 
+def test_init_from_deploy_grows_residual_blocks_near_the_identity():
+    """A deeper likeunet_lite from a shallower release: the old blocks carry over exactly, the
+    new residual pairs add under 1 % of their input, and the grown model still learns."""
+    from humanmatting.fusion import fuse
+    from humanmatting.training.transfer import GROW_GAMMA
+
+    rng = np.random.default_rng(4)
+    small = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False)
+    for w in small.weights:
+        if "moving_variance" in w.path:
+            w.assign(rng.uniform(0.5, 2, w.shape))
+        elif "moving_mean" in w.path or "beta" in w.path:
+            w.assign(rng.normal(0, 0.3, w.shape))
+    released = fuse(small)
+    images = rng.uniform(0, 1, (6, 64, 96, 3)).astype("float32")
+    deeper = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False,
+                                       depths=(1, 1, 1, 3, 5))
+    with pytest.raises(ValueError, match=r"lacks the blocks \['enc5_4_dw'.*grow=True"):
+        init_from_deploy(released, deeper, images)
+    copied = init_from_deploy(released, deeper, images, grow=True)
+    new = [layer.name for layer in deeper.layers if layer.weights and layer.name not in copied]
+    assert new == ["enc5_4_dw", "enc5_4_pw", "enc5_5_dw", "enc5_5_pw"]
+    gamma, beta = deeper.get_layer("enc5_4_pw").bn.get_weights()[:2]
+    np.testing.assert_array_equal(gamma, np.float32(GROW_GAMMA))
+    np.testing.assert_array_equal(beta, 0)
+    # the stage's output: the old blocks' exactly (same weights as the release's), plus at
+    # most a few hundredths of unit-variance activations from the new pairs
+    old_stage = keras.Model(released.inputs, released.get_layer("enc5_3_add").output)(images)
+    new_stage = keras.Model(deeper.inputs, deeper.get_layer("enc5_5_add").output)(images)
+    old_stage, new_stage = np.asarray(old_stage), np.asarray(new_stage)
+    assert 0 < np.abs(new_stage - old_stage).max() < 10 * GROW_GAMMA
+    np.testing.assert_allclose(np.asarray(deeper(images, training=False)),
+                               np.asarray(released(images)), atol=0.05)
+    import tensorflow as tf
+
+    target = (images.mean(-1, keepdims=True) > 0.5).astype("float32")
+    with tf.GradientTape() as tape:   # the new pairs get gradients: they can learn
+        person = deeper(images, training=False)[..., 1:]
+        loss = -tf.reduce_mean(target * tf.math.log(person + 1e-6)
+                               + (1 - target) * tf.math.log(1 - person + 1e-6))
+    news = [w for name in new for w in deeper.get_layer(name).trainable_weights]
+    grads = tape.gradient(loss, [w.value for w in news])
+    assert all(g is not None for g in grads)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads) >= len(grads) - 4
+    with pytest.raises(ValueError, match="lacks the blocks"):   # not only residual pairs
+        init_from_deploy(humanmatting.create_model("likeunet_night", weights=None), deeper,
+                         images, grow=True)
+
+
 def test_train_and_eval_cli(tmp_path):
     data = make_folder_dataset(tmp_path / "data", count=4, shape=(80, 64))
     (data / "images" / "broken.jpg").write_bytes(b"\xff\xd8 no")

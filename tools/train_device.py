@@ -196,8 +196,9 @@ def _worker_init(root, sizes, channels, batch, mix=None):
     _STATE.update(data=data, sizes=sizes, channels=channels, batch=batch)
 
 
-def _freeze_batchnorm(model):
-    """Every BatchNorm in inference mode with its statistics and affine weights fixed.
+def _freeze_batchnorm(model, keep=()):
+    """Every BatchNorm in inference mode with its statistics and affine weights fixed, except
+    those inside the top-level layers named in `keep` (new blocks that have yet to learn).
 
     Fine-tuning with small batches (a CPU's 8) otherwise pulls the moving statistics of a
     converged model towards noisy batch statistics; Keras 3 runs a non-trainable
@@ -206,10 +207,13 @@ def _freeze_batchnorm(model):
     import keras
 
     frozen = 0
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-            frozen += 1
+    for top in model.layers:
+        if top.name in keep:
+            continue
+        for layer in top._flatten_layers(include_self=True):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+                frozen += 1
     return frozen
 
 
@@ -522,6 +526,9 @@ def train(args):
     spec = get_preset(args.model).input
     _check_teacher(args, spec)
     arch = _arch(args)
+    if args.grow and not (args.init_deploy and arch):
+        raise ValueError("--grow needs --init-deploy (the file to grow from) and --arch (the "
+                         "deeper architecture)")
     sizes = ([tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
              if args.sizes else [tuple(s) for s in SIZES_256])
     mix = _parse_mix(args.mix)
@@ -555,8 +562,9 @@ def train(args):
             if len(copied) != len([x for x in src.layers if x.weights]):
                 raise ValueError(f"{args.init_deploy} ({args.init_deploy_model}) does not fit "
                                  f"{args.model}: only {copied} carried across")
-        else:
-            src = create_model(args.model, weights=args.init_deploy, deploy=True, **arch)
+        else:   # with --grow the file is of the preset's own (shallower) architecture
+            src = create_model(args.model, weights=args.init_deploy, deploy=True,
+                               **({} if args.grow else arch))
         data = Packed(args.data, "train")
         rng = np.random.default_rng(args.seed)
         people = [d for d in data.sets if d["kind"] != "backgrounds"]
@@ -566,16 +574,20 @@ def train(args):
             rgb, mask = d["items"][rng.integers(len(d["items"]))]
             image, _ = augment(rng, rgb, mask, (256, 256), data.backgrounds)
             images.append(_to_input(image, spec.channels, spec.scale))
-        copied = init_from_deploy(src, model, np.stack(images))
+        copied = init_from_deploy(src, model, np.stack(images), grow=args.grow)
         print(f"initialised {len(copied)} layers from the deploy-form {args.init_deploy}",
               flush=True)
+        grown = [layer.name for layer in model.layers if layer.weights
+                 and layer.name not in copied]
+        if grown:
+            print(f"new residual blocks, started near the identity: {grown}", flush=True)
     teacher = _teacher(args, spec)
     steps_per_epoch = args.steps_per_epoch
     total_steps = args.epochs * steps_per_epoch
     # the learning rate follows a cosine over the run's time budget (or its epochs, whichever
     # ends first), after a linear warm-up in steps, so a run cut by --minutes still anneals
-    if args.freeze_bn:
-        _freeze_batchnorm(model)
+    if args.freeze_bn:   # a grown model's new blocks keep learning their BatchNorm
+        _freeze_batchnorm(model, keep=grown if args.init_deploy else ())
     model.compile(optimizer=keras.optimizers.AdamW(args.lr, weight_decay=args.weight_decay),
                   loss=MattingLoss(), jit_compile=args.jit)
 
@@ -674,6 +686,10 @@ def main(argv=None):
     t.add_argument("--mix", default="", help="sampling weights other than the packed ones: "
                    "NAME=WEIGHT,... (dataset folder names)")
     t.add_argument("--init-deploy", default="", help="or a released (fused) .weights.h5")
+    t.add_argument("--grow", action="store_true",
+                   help="--arch is deeper than the --init-deploy file (likeunet_lite depths): "
+                        "the new residual blocks start near the identity, the rest from the "
+                        "file; with --freeze-bn their BatchNorms still learn")
     t.add_argument("--init-deploy-model", default="",
                    help="the registered model the --init-deploy file belongs to, when it is "
                         "another variant (e.g. likeunet_night's release to start likeunet_dark)")

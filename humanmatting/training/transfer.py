@@ -16,6 +16,8 @@ function where the maths allows it:
 form, so that released weights can be fine-tuned: see its docstring.
 """
 
+import re
+
 import keras
 import numpy as np
 
@@ -24,6 +26,10 @@ from humanmatting.layers.acnet import pad_to_square
 from humanmatting.layers.conv import transpose_to_conv_kernel
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+#: blocks that `init_from_deploy(..., grow=True)` may add: `likeunet_lite`'s residual pairs
+RESIDUAL = re.compile(r"enc\d+_\d+_(dw|pw)$")
+#: the gamma a grown pointwise block starts with (its normalised output times this)
+GROW_GAMMA = 0.01
 
 
 def _adapt_input(kernel, in_channels, scale):
@@ -211,7 +217,7 @@ def _unfuse_block(block, kernel, bias, x):
         _calibrated_bn(bn, branch(x), None, gamma_zero=True)
 
 
-def init_from_deploy(src, dst, images):
+def init_from_deploy(src, dst, images, *, grow=False):
     """Initialises a training-form model from the deploy form of the same architecture.
 
     Each fused convolution's kernel goes to the block's kxk (or only) convolution and its
@@ -227,14 +233,24 @@ def init_from_deploy(src, dst, images):
         dst: training-form keras.Model of the same architecture and layer names.
         images: (N, H, W, C) float32 batch in the models' input convention; a few dozen real
             training images.
+        grow: `dst` may be deeper than `src` by residual blocks (`likeunet_lite`'s
+            enc{i}_{j}_dw / _pw, j >= 2, that `src` lacks): each such pair starts close to
+            the identity (its depthwise block as built, its pointwise BatchNorm's gamma
+            `GROW_GAMMA` and beta 0, so the pair adds relu(0.01 z) for a unit-variance z), and
+            the other blocks are set from `src` as usual. The deeper model then starts within
+            a hair of `src`'s function and can learn to use the new depth.
 
     Returns:
-        Names of the layers that received weights.
+        Names of the layers that received weights from `src`.
     """
     blocks = [layer for layer in dst.layers if isinstance(layer, (ACBlock, ConvBN))]
     missing = [b.name for b in blocks if b.name not in {layer.name for layer in src.layers}]
-    if missing:
-        raise ValueError(f"deploy model {src.name!r} lacks the blocks {missing}")
+    new = [name for name in missing if grow and RESIDUAL.match(name)]
+    if set(missing) - set(new):
+        raise ValueError(f"deploy model {src.name!r} lacks the blocks "
+                         f"{sorted(set(missing) - set(new))}"
+                         + ("" if grow else " (grow=True starts new residual blocks instead)"))
+    blocks = [b for b in blocks if b.name not in new]
     probe = keras.Model(src.inputs, [src.get_layer(b.name).input for b in blocks])
     inputs = probe.predict(np.asarray(images, np.float32), verbose=0)
     if len(blocks) == 1:
@@ -250,4 +266,16 @@ def init_from_deploy(src, dst, images):
             continue
         layer.set_weights(src.get_layer(layer.name).get_weights())
         copied.append(layer.name)
+    for name in new:   # in order: each one's input depends on the blocks before it
+        block = dst.get_layer(name)
+        x = keras.Model(dst.inputs, block.input).predict(np.asarray(images, np.float32),
+                                                          verbose=0).astype(np.float32)
+        square = block.conv if isinstance(block, ConvBN) else block.square
+        kernel = square.get_weights()[0]
+        _unfuse_block(block, kernel, np.zeros(kernel.shape[-2] if isinstance(block, ACBlock)
+                                              and block.depthwise else kernel.shape[-1]), x)
+        if isinstance(block, ConvBN):
+            gamma, beta, mean, var = block.bn.get_weights()
+            block.bn.set_weights([np.full_like(gamma, GROW_GAMMA), np.zeros_like(beta), mean,
+                                  var])
     return copied
