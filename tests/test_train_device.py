@@ -162,7 +162,8 @@ def test_pack_train_release(tmp_path):
          "--steps-per-epoch", "2", "--batch", "2", "--workers", "1", "--warmup-steps", "1",
          "--sizes", "64x64,64x96", "--no-jit", "--minutes", "5", "--arch", ARCH,
          "--mix", "people=0.5,bg=0.5", "--teacher", "likeunet_night", "--distil-weight", "0.3",
-         "--save-last", "--keep-epochs"],
+         "--save-last", "--keep-epochs", "--composite-p", "0.5", "--composite-from", "bg",
+         "--crop-background"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((out / "history.csv").open()))
@@ -522,4 +523,47 @@ def test_grow_needs_a_file_and_a_deeper_arch(tmp_path, capsys):
                                   "likeunet_night_lite", "--out", str(tmp_path / "run"),
                                   "--grow"] + extra) == 1
         assert "--grow needs --init-deploy" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_background_is_cropped_to_the_photos_aspect_ratio_or_stretched():
+    band = np.tile(np.arange(200, dtype=np.uint8), (50, 1))[..., None].repeat(3, axis=2)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        cropped = train_device._fit_background(rng, band, 60, 60, crop=True)
+        assert cropped.shape == (60, 60, 3)
+        span = int(cropped[..., 0].max()) - int(cropped[..., 0].min())
+        assert 45 <= span <= 50                       # a 50-wide window of the 200-wide band
+    stretched = train_device._fit_background(rng, band, 60, 60, crop=False)
+    assert int(stretched.max()) - int(stretched.min()) >= 195   # the whole band, squashed
+    tall = band.transpose(1, 0, 2)                                # 200 high, 50 wide
+    assert train_device._fit_background(rng, tall, 30, 90, crop=True).shape == (30, 90, 3)
+
+
+def test_composite_from_picks_the_people_free_sets_and_rejects_others(tmp_path, capsys):
+    data = make_folder_dataset(tmp_path / "people", count=6, shape=(64, 48))
+    for name, count in [("bg", 2), ("bands", 3)]:
+        folder = tmp_path / name / "images"
+        folder.mkdir(parents=True)
+        for i in range(count):
+            cv2.imwrite(str(folder / f"{name}{i}.jpg"), np.full((40, 90, 3), 30, np.uint8))
+    packed = tmp_path / "packed"
+    assert train_device.main(["pack", "--out", str(packed), "--data", f"{data}:0.9",
+                              "--backgrounds", f"{tmp_path / 'bg'}:0.05",
+                              f"{tmp_path / 'bands'}:0.05", "--val-fraction", "0"]) == 0
+    train_device._worker_init(str(packed), [(64, 64)], 3, 2)
+    assert len(train_device._STATE["data"].backgrounds) == 5      # default: every one
+    assert train_device._STATE["composite_p"] == 0.25 and not train_device._STATE["crop"]
+    train_device._worker_init(str(packed), [(64, 64)], 3, 2,
+                              composite={"p": 0.6, "sets": ["bands"], "crop": True})
+    assert len(train_device._STATE["data"].backgrounds) == 3
+    assert train_device._STATE["composite_p"] == 0.6 and train_device._STATE["crop"]
+    train_device._make_batch(0)                                   # batches still come
+    for extra, message in [(["--composite-from", "people"], "not people-free"),
+                           (["--composite-from", "nothing"], "not people-free"),
+                           (["--composite-p", "1.5"], "--composite-p must be in [0, 1]")]:
+        assert train_device.main(["train", "--data", str(packed), "--model",
+                                  "likeunet_night_lite", "--out", str(tmp_path / "run")]
+                                 + extra) == 1
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

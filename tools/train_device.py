@@ -149,14 +149,26 @@ def _jitter(rng, rgb, gray_p):
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
+def _fit_background(rng, bg, h, w, crop):
+    """`bg` at (h, w): stretched, or (`crop`) a random window of the photo's aspect ratio
+    resized, so that a 4:1 people-free band is not squashed behind a 3:4 portrait."""
+    if crop:
+        bh, bw = bg.shape[:2]
+        ch, cw = (bh, max(1, round(bh * w / h))) if bw * h >= bh * w else \
+            (max(1, round(bw * h / w)), bw)
+        y0, x0 = rng.integers(bh - ch + 1), rng.integers(bw - cw + 1)
+        bg = bg[y0:y0 + ch, x0:x0 + cw]
+    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def augment(rng, rgb, mask, size, backgrounds, *, composite_p=0.25, gray_p=0.1,
-            min_scale=0.25, max_rotation=15.0, perspective=0.06):
+            min_scale=0.25, max_rotation=15.0, perspective=0.06, crop_background=False):
     """One training sample: (H, W, 3) uint8 image and (H, W) float32 alpha at `size`."""
     h, w = rgb.shape[:2]
     out_h, out_w = size
     if backgrounds and rng.random() < composite_p and mask.any():
-        bg = backgrounds[rng.integers(len(backgrounds))]
-        bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+        bg = _fit_background(rng, backgrounds[rng.integers(len(backgrounds))], h, w,
+                             crop_background)
         a = (mask.astype(np.float32) / 255.0)[..., None]
         a = cv2.GaussianBlur(a, (3, 3), 0)[..., None]
         rgb = (rgb * a + bg * (1 - a)).astype(np.uint8)
@@ -188,12 +200,17 @@ def augment(rng, rgb, mask, size, backgrounds, *, composite_p=0.25, gray_p=0.1,
 _STATE = {}
 
 
-def _worker_init(root, sizes, channels, batch, mix=None):
+def _worker_init(root, sizes, channels, batch, mix=None, composite=None):
     cv2.setNumThreads(1)
     data = Packed(root, "train")
     for d in data.sets:   # sampling weights other than the packed ones
         d["weight"] = (mix or {}).get(d["name"], d["weight"])
-    _STATE.update(data=data, sizes=sizes, channels=channels, batch=batch)
+    composite = composite or {}
+    if composite.get("sets"):   # composite onto these sets only (default: every people-free one)
+        data.backgrounds = [rgb for d in data.sets if d["name"] in composite["sets"]
+                            for rgb, _ in d["items"]]
+    _STATE.update(data=data, sizes=sizes, channels=channels, batch=batch,
+                  composite_p=composite.get("p", 0.25), crop=composite.get("crop", False))
 
 
 def _freeze_batchnorm(model, keep=()):
@@ -272,7 +289,9 @@ def _make_batch(seed):
     for _ in range(s["batch"]):
         d = sets[rng.choice(len(sets), p=weights / weights.sum())]
         rgb, mask = d["items"][rng.integers(len(d["items"]))]
-        image, alpha = augment(rng, rgb, mask, size, s["data"].backgrounds)
+        image, alpha = augment(rng, rgb, mask, size, s["data"].backgrounds,
+                               composite_p=s.get("composite_p", 0.25),
+                               crop_background=s.get("crop", False))
         xs.append(_channels(image, s["channels"]))
         ys.append(np.rint(alpha * 255).astype(np.uint8))
     return np.stack(xs), np.stack(ys)
@@ -537,12 +556,13 @@ def train(args):
     if set(mix) - set(names):
         raise ValueError(f"--mix names {sorted(set(mix) - set(names))}, not among the packed "
                          f"datasets {names}")
+    composite = _composite(args, Path(args.data))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # workers start (spawned, not forked) before the accelerator is touched
     pool = mp.get_context("spawn").Pool(
         args.workers, initializer=_worker_init,
-        initargs=(args.data, sizes, spec.channels, args.batch, mix))
+        initargs=(args.data, sizes, spec.channels, args.batch, mix, composite))
     model = create_model(args.model, weights=None, deploy=False, **arch)
     if args.init:
         model.load_weights(args.init)
@@ -657,6 +677,21 @@ def train(args):
     return 0
 
 
+def _composite(args, root):
+    """--composite-p / --composite-from / --crop-background, checked against the packed data."""
+    if not 0 <= args.composite_p <= 1:
+        raise ValueError(f"--composite-p must be in [0, 1], got {args.composite_p}")
+    sets = [n.strip() for n in args.composite_from.split(",") if n.strip()]
+    kinds = {d["name"]: d["kind"] for d in
+             json.loads((root / "manifest.json").read_text())["datasets"]}
+    free = sorted(n for n, k in kinds.items() if k == "backgrounds")
+    bad = [n for n in sets if kinds.get(n) != "backgrounds"]
+    if bad:
+        raise ValueError(f"--composite-from {bad}: not people-free packed datasets; "
+                         f"these are: {free}")
+    return {"p": args.composite_p, "sets": sets, "crop": args.crop_background}
+
+
 def _parse_mix(text):
     """"flickr-portraits=0.55,ccp-persons=0.37" -> {name: weight}."""
     mix = {}
@@ -699,6 +734,13 @@ def main(argv=None):
                    "(default: its release)")
     t.add_argument("--distil-weight", type=float, default=0.5,
                    help="the teacher's share of each target alpha (0..1)")
+    t.add_argument("--composite-p", type=float, default=0.25,
+                   help="chance that a photo's person is pasted onto a people-free image")
+    t.add_argument("--composite-from", default="",
+                   help="people-free packed datasets to paste onto, NAME,NAME (default: all)")
+    t.add_argument("--crop-background", action="store_true",
+                   help="paste onto a window of the photo's aspect ratio instead of the whole "
+                        "people-free image stretched")
     t.add_argument("--out", required=True)
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--steps-per-epoch", type=int, default=100)
