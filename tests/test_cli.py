@@ -45,6 +45,62 @@ def test_predict_folder_goes_on_past_bad_files(tmp_path):
     assert "4/4 images" in result.stderr  # progress bar reached the end
 
 
+def test_output_names_never_collide():
+    from pathlib import Path
+
+    from humanmatting.cli.main import output_names
+
+    rels = [Path(r) for r in ("frame.0001.jpg", "frame.0002.jpg", "x.jpg", "x.png", "sub/x.jpg",
+                              "x.jpg", "X.JPG", "x.jpg.png", "y.jpeg")]
+    names, renamed = output_names(rels)
+    assert [n.as_posix() for n in names] == [
+        "frame.0001.png", "frame.0002.png",       # only the last extension is replaced
+        "x.jpg.png", "x.png.png", "sub/x.png",    # x.jpg and x.png would clash; sub/ would not
+        "x.jpg-2.png", "X.JPG-3.png",             # the same name from another input, any case
+        "x.jpg-4.png",                            # a file really named x.jpg.png comes after
+        "y.png"]
+    assert renamed == 5
+    assert len({n.as_posix().casefold() for n in names}) == len(names)
+
+
+@pytest.mark.slow
+def test_predict_never_overwrites_an_input_or_another_output(tmp_path):
+    data = tmp_path / "in"
+    (data / "sub").mkdir(parents=True)
+    shapes = {"x.jpg": (64, 48), "x.png": (40, 90), "sub/x.jpg": (50, 50), "f.001.png": (32, 64),
+              "f.002.png": (48, 32)}
+    for rel, (h, w) in shapes.items():
+        cv2.imwrite(str(data / rel), make_person_image(h, w))
+    out = tmp_path / "out"
+    result = run_cli("predict", data, data / "sub" / "x.jpg", "--output", out,
+                     "--scales", "1", "--no-flip", "--no-refine", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 6 file(s)" in result.stdout
+    assert "3 input(s) share an output name" in result.stderr
+    written = {p.relative_to(out).as_posix(): cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape
+               for p in out.rglob("*.png")}
+    assert written == {"x.jpg.png": (64, 48), "x.png.png": (40, 90), "sub/x.png": (50, 50),
+                       "f.001.png": (32, 64), "f.002.png": (48, 32), "x.jpg-2.png": (50, 50)}
+
+    # An output folder inside the input folder: a second run leaves the first run's mattes out.
+    inner = data / "mattes"
+    args = ("--scales", "1", "--no-flip", "--no-refine")
+    for _ in range(2):
+        result = run_cli("predict", data, "--output", inner, *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "wrote 5 file(s)" in result.stdout
+    assert not (inner / "mattes").exists()
+    # The input folder itself as the output would overwrite its PNGs: refused, nothing written.
+    before = sorted(p.stat().st_mtime_ns for p in data.rglob("*.png"))
+    result = run_cli("predict", data, "--output", data, *args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"--output {data}: is the input folder" in result.stderr
+    result = run_cli("predict", data / "x.png", "--output", data / "x.png", *args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "is the input image" in result.stderr
+    assert sorted(p.stat().st_mtime_ns for p in data.rglob("*.png")) == before
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt, channels", [("rgba", 4), ("composite", 3)])
 def test_predict_single_file_formats(tmp_path, sample_path, fmt, channels):

@@ -113,22 +113,57 @@ def _add_predict(sub):
     p.set_defaults(func=cmd_predict)
 
 
-def collect_inputs(inputs):
-    """Expands files and folders into (path, relative output stem) pairs and missing paths."""
+def collect_inputs(inputs, exclude=None):
+    """Expands files and folders into (path, relative path) pairs and missing paths.
+
+    A folder's images keep their path inside it; a file given by itself is just its name.
+    Images a folder holds under `exclude` (the output folder, when it lies inside an input
+    folder) are left out, so that running a command again does not take its own outputs in.
+    """
     from humanmatting.io import IMAGE_EXTENSIONS
 
+    exclude = Path(exclude).resolve() if exclude is not None else None
     found, missing = [], []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             files = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            found += [(p, p.relative_to(path).with_suffix("")) for p in files]
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and not (exclude and p.resolve().is_relative_to(exclude)))
+            found += [(p, p.relative_to(path)) for p in files]
         elif path.exists():
-            found.append((path, Path(path.stem)))
+            found.append((path, Path(path.name)))
         else:
             missing.append((path, "no such file or folder"))
     return found, missing
+
+
+def output_names(relatives, suffix=".png"):
+    """One distinct output path per input relative path: the input's with `suffix` for its
+    extension (`a/b.v2.jpg` -> `a/b.v2.png`).
+
+    Inputs that would share a name (`x.jpg` and `x.png`, or two folders' `x.jpg`) keep their
+    extension in it (`x.jpg.png`, `x.png.png`), and any still equal are numbered (`x.jpg-2.png`),
+    in input order, so that no output overwrites another. Returns the names and how many
+    were renamed.
+    """
+    def plain(rel):
+        return (rel.parent / (rel.stem + suffix)).as_posix().casefold()
+
+    counts = {}
+    for rel in relatives:
+        counts[plain(rel)] = counts.get(plain(rel), 0) + 1
+    names, taken, renamed = [], set(), 0
+    for rel in relatives:
+        base = rel.parent / (rel.stem if counts[plain(rel)] == 1 else rel.name)
+        name, n = base.parent / (base.name + suffix), 1
+        while name.as_posix().casefold() in taken:
+            n += 1
+            name = base.parent / f"{base.name}-{n}{suffix}"
+        renamed += name != rel.parent / (rel.stem + suffix)
+        taken.add(name.as_posix().casefold())
+        names.append(name)
+    return names, renamed
 
 
 def cmd_predict(args):
@@ -142,14 +177,20 @@ def cmd_predict(args):
             background = parse_background(args.background)
         except (ValueError, FileNotFoundError) as err:
             return user_error(f"--background: {err}")
-    found, failed = collect_inputs(args.inputs)
+    output = Path(args.output)
+    for item in args.inputs:
+        if Path(item).is_dir() and Path(item).resolve() == output.resolve():
+            return user_error(f"--output {output}: is the input folder {item}; the mattes would "
+                              "overwrite its PNG images, so give another folder")
+    found, failed = collect_inputs(args.inputs, exclude=output)
     if not found and not failed:
         return user_error("no images found in " + ", ".join(args.inputs))
-    output = Path(args.output)
     single = (len(args.inputs) == 1 and len(found) == 1 and Path(args.inputs[0]).is_file()
               and output.suffix != "")
     if single and output.suffix.lower() != ".png" and args.format != "composite":
         return user_error(f"{output}: {args.format} output must be a .png file")
+    if single and output.resolve() == found[0][0].resolve():
+        return user_error(f"--output {output}: is the input image; give another file name")
 
     import_tensorflow()
     from humanmatting.inference import Matter
@@ -159,10 +200,14 @@ def cmd_predict(args):
         matter = Matter(args.model, **_still_options(args))
     except (ValueError, FileNotFoundError) as err:
         return user_error(str(err))
+    names, renamed = output_names([rel for _, rel in found])
+    if renamed and not single:
+        print(f"{renamed} input(s) share an output name with another; their names keep the "
+              "input's extension (x.jpg -> x.jpg.png)", file=sys.stderr)
     bar = Progress(len(found))
     written = 0
-    for i, (path, stem) in enumerate(found, start=1):
-        target = output if single else output / stem.with_suffix(".png")
+    for i, ((path, _), name) in enumerate(zip(found, names), start=1):
+        target = output if single else output / name
         try:
             image = read_image(path)
             alpha = matter.predict(image)
