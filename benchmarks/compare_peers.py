@@ -25,6 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from humanmatting.cli.common import positive_int  # noqa: E402
 from humanmatting.data.readers import read_dataset  # noqa: E402
 from humanmatting.evaluation import (  # noqa: E402
     TFLitePeer, compare, describe_comparison, evaluate)
@@ -43,7 +44,7 @@ def main():
                         help="val: only the fixed 10%% validation split the trainer holds back")
     parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL])
     parser.add_argument("--peer", nargs="*", default=[], help="TFLite peer files")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="score at most N images per set")
     parser.add_argument("--json", default="", help="also write the table to this file")
     args = parser.parse_args()

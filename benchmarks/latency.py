@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from humanmatting.bench import parse_size  # noqa: E402
+from humanmatting.cli.common import positive_int  # noqa: E402
 
 PEER = Path(__file__).resolve().parent.parent.parent / "shared/peers/mediapipe/selfie_segmentation.tflite"
 
@@ -64,8 +65,9 @@ def interleaved(runners, runs, rounds, warmup=5):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="256x256", help="HxW input of our models")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=100, help="calls per candidate per round")
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--runs", type=positive_int, default=100,
+                        help="calls per candidate per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", nargs="+", help="default: every released model")
     parser.add_argument("--backends", nargs="+", default=["keras", "onnx", "tflite"],

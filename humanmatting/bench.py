@@ -16,6 +16,8 @@ def parse_size(text):
 
 def time_calls(fn, x, runs=50, warmup=5):
     """Per-call latencies in ms: median, p90 and FPS (1000 / median)."""
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
     for _ in range(warmup):
         fn(x)
     times = []

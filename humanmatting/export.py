@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from humanmatting.fusion import fuse, is_deploy
-from humanmatting.io import atomic_path
+from humanmatting.io import atomic_path, check_file
 from humanmatting.registry import create_model, get_preset
 
 FORMATS = ("saved_model", "onnx", "tflite")
@@ -87,6 +87,27 @@ def _write_tflite(model, path, quantize, representative, input_spec):
         tmp.write_bytes(data)
 
 
+FILE_SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
+
+
+def check_output(output, fmt):
+    """Raises before any work is done if `output` cannot take a `fmt` export: an existing
+    folder where a file goes, an existing path for a SavedModel folder, or the other format's
+    file extension (`--format tflite --output model.onnx` is taken for a slip)."""
+    output = Path(output)
+    suffix = output.suffix.lower()
+    wrong = {s for f, s in FILE_SUFFIXES.items() if f != fmt}
+    if suffix in wrong:
+        expected = (f"a {FILE_SUFFIXES[fmt]} file" if fmt in FILE_SUFFIXES
+                    else "a folder, not a file name")
+        raise ValueError(f"{output}: the {fmt} format writes {expected}, not {suffix}")
+    if fmt == "saved_model" and output.exists():
+        raise FileExistsError(f"{output} exists; remove it or choose another path")
+    if fmt != "saved_model" and output.is_dir():
+        raise FileExistsError(f"{output} is a folder; give a file path such as "
+                              f"{output / ('model' + FILE_SUFFIXES[fmt])}")
+
+
 def export(model, fmt, output, *, quantize=None, representative=None, check=False,
            input_spec=None):
     """Exports a model.
@@ -111,6 +132,7 @@ def export(model, fmt, output, *, quantize=None, representative=None, check=Fals
         raise ValueError(f"quantize must be one of fp16, int8, got {quantize!r}")
     if quantize and fmt != "tflite":
         raise ValueError("quantize applies to the tflite format only")
+    check_output(output, fmt)
     keras_model, name = deployable(model)
     if input_spec is None:
         try:
@@ -121,8 +143,6 @@ def export(model, fmt, output, *, quantize=None, representative=None, check=Fals
             input_spec = InputSpec(channels=keras_model.input_shape[-1])
     output = Path(output)
     if fmt == "saved_model":
-        if output.exists():
-            raise FileExistsError(f"{output} exists; remove it or choose another path")
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=output.parent if str(output.parent)
                                     else "."))
         try:
@@ -183,11 +203,27 @@ class _TFLiteRunner:
         self.shape = None
 
     def _interpreter(self):
+        import warnings
+
         import tensorflow as tf
 
+        check_file(self.path)
         kwargs = {} if self.delegated else {"experimental_op_resolver_type": (
             tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)}
-        return tf.lite.Interpreter(model_path=self.path, num_threads=self.threads, **kwargs)
+        try:
+            with warnings.catch_warnings():
+                # tf.lite.Interpreter warns on every construction that it moves to the
+                # ai-edge-litert package; the API is the same and TF's still works
+                # (DESIGN.md), so the notice is ours to act on, not the user's
+                warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter "
+                                        r"is deprecated", category=UserWarning)
+                return tf.lite.Interpreter(model_path=self.path, num_threads=self.threads,
+                                           **kwargs)
+        except ValueError as err:
+            # TFLite's message quotes the file's first bytes, cut at the first NUL
+            reason = ("no TFL3 identifier in its header" if "identifier" in str(err)
+                      else " ".join(str(err).split())[:120])
+            raise ValueError(f"{self.path}: not a TFLite model ({reason})") from None
 
     def _allocate(self, shape):
         self.interpreter.resize_tensor_input(self.input["index"], shape)

@@ -291,6 +291,7 @@ def test_bench_prints_latency_next_to_a_peer(tmp_path):
     peer_row = next(r for r in rows if r and r[0] == "peer")
     assert "(64x64)" in peer_row            # the peer runs at its own fixed input size
     assert "latency ratio (ours / peer):" in result.stdout
+    assert "tf.lite.Interpreter is deprecated" not in result.stderr   # TF's notice is ours
 
 
 def test_bench_runs_the_released_int8_file(tmp_path):
@@ -307,11 +308,21 @@ def test_bench_runs_the_released_int8_file(tmp_path):
     (["--size", "250x256"], "250"),
     (["--size", "big"], "big"),
     (["--model", "no_such_model"], "no_such_model"),
-    (["--peer-tflite", "missing.tflite"], "missing.tflite"),
+    (["--peer-tflite", "missing.tflite"], "missing.tflite: no such file"),
+    (["--peer-tflite", "empty.tflite"], "empty.tflite: file is empty"),
+    (["--peer-tflite", "photo.jpg"], "photo.jpg: not a TFLite model (no TFL3 identifier"),
+    (["--peer-tflite", "."], ".: not a regular file"),
+    (["--runs", "0"], "argument --runs: 0 must be at least 1"),
+    (["--threads", "two"], "argument --threads: 'two' is not an integer"),
 ])
 def test_bench_rejects_bad_input(tmp_path, args, message):
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    cv2.imwrite(str(tmp_path / "photo.jpg"), make_person_image(32, 32))
     result = run_cli("bench", "--runs", "1", *args, cwd=tmp_path)
-    assert result.returncode == 1 and message in result.stderr
+    usage = args[0] in ("--runs", "--threads")        # argparse's own usage errors exit 2
+    assert result.returncode == (2 if usage else 1)
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_failures_name_each_path_once(capsys):

@@ -121,6 +121,19 @@ def test_export_errors(tmp_path, tiny_acnet):
     (tmp_path / "sm").mkdir()
     with pytest.raises(FileExistsError, match="sm exists"):
         export(tiny_acnet, "saved_model", tmp_path / "sm")
+    # A folder where a file goes, and the other format's extension, are refused before any
+    # work, and leave nothing behind.
+    for fmt in ("onnx", "tflite"):
+        with pytest.raises(FileExistsError, match=rf"sm is a folder; .*sm/model\.{fmt}"):
+            export(tiny_acnet, fmt, tmp_path / "sm")
+    with pytest.raises(ValueError, match=r"x\.onnx: the tflite format writes a \.tflite file"):
+        export(tiny_acnet, "tflite", tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match=r"x\.TFLITE: the onnx format writes a \.onnx file"):
+        export(tiny_acnet, "onnx", tmp_path / "x.TFLITE")
+    with pytest.raises(ValueError, match="saved_model format writes a folder"):
+        export(tiny_acnet, "saved_model", tmp_path / "m.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sm"]
+    assert list((tmp_path / "sm").iterdir()) == []
 
 
 @pytest.mark.parametrize("backend", ["onnx", "tflite"])

@@ -1,5 +1,6 @@
 """Helpers shared by the command-line front ends."""
 
+import argparse
 import contextlib
 import os
 import sys
@@ -90,6 +91,17 @@ class Progress:
             self._last_decile = int(10 * fraction)
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def add_backend_options(p):

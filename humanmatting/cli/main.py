@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from humanmatting.cli.common import (Progress, add_backend_options, check_backend_options,
-                                     import_tensorflow, quiet_logs, report_failures, user_error)
+                                     import_tensorflow, positive_int, quiet_logs,
+                                     report_failures, user_error)
 from humanmatting.registry import check_min_confidence, check_min_region, check_scales
 
 FORMATS = ("alpha", "rgba", "composite")
@@ -402,8 +403,8 @@ def _add_bench(sub):
     p.add_argument("--model", default=None, help="registered model")
     p.add_argument("--size", default="256x256", help="HxW, multiples of 32")
     add_backend_options(p)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--runs", type=positive_int, default=50, help="timed runs (after warm-up)")
     p.add_argument("--peer-tflite", default=None, help="e.g. MediaPipe selfie_segmentation")
     p.set_defaults(func=cmd_bench)
 
