@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import count_frames, write_video
+from conftest import count_frames, make_person_image, write_video
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo.py"
@@ -110,6 +110,12 @@ def test_bad_options(tmp_path, sample_path):
                                    tmp_path / "x.jpg", cwd=tmp_path), ".png")
     assert_one_line_error(run_demo(sample_path, "--no-display", "--quantize", "int8",
                                    cwd=tmp_path), "--quantize int8 needs --backend tflite")
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(cv2.imencode(".png", make_person_image(48, 32))[1].tobytes())
+    before = photo.read_bytes()
+    assert_one_line_error(run_demo(photo, "--no-display", "--output", "photo.png",
+                                   cwd=tmp_path), "photo.png", "is the input file")
+    assert photo.read_bytes() == before
 
 
 def test_fps_meter_overlay_is_smoothed_and_summary_is_the_mean(monkeypatch):

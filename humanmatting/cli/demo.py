@@ -254,6 +254,8 @@ def run(args):
             path = check_file(args.source)
         except (FileNotFoundError, ImageError) as err:
             raise DemoError(str(err)) from None
+        if args.output and Path(args.output).resolve() == path.resolve():
+            raise DemoError(f"--output {args.output}: is the input file; give another name")
         suffix = path.suffix.lower()
         if suffix in IMAGE_EXTENSIONS:
             try:
