@@ -6,10 +6,11 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 from conftest import make_folder_dataset
 from humanmatting.data.readers import read_dataset
-from humanmatting.data.refine import refine_alpha, trimap_from_mask
+from humanmatting.data.refine import refine_alpha, refine_folder, trimap_from_mask
 
 
 def test_trimap_from_mask_hand_computed():
@@ -48,3 +49,28 @@ def test_refine_masks_cli_resumes_and_labels(tmp_path):
     (data / "images" / "bad.jpg").unlink()
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "0 alpha(s) written, 3 already there" in second.stdout
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"erode": -3}, "erode must be an integer >= 0, got -3"),
+    ({"dilate": 1.5}, "dilate must be an integer >= 0, got 1.5"),
+    ({"max_side": 0}, "max_side must be an integer >= 1, got 0"),
+    ({"workers": 0}, "workers must be an integer >= 1, got 0"),
+    ({"method": "magic"}, "method must be one of"),
+])
+def test_refine_folder_rejects_bad_options_before_writing(tmp_path, options, message):
+    data = make_folder_dataset(tmp_path / "d", count=1, shape=(32, 32))
+    with pytest.raises(ValueError, match=message):
+        refine_folder(data, tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_refine_masks_cli_refuses_to_write_into_its_input(tmp_path):
+    data = make_folder_dataset(tmp_path / "d", count=1, shape=(32, 32))
+    before = sorted(p.relative_to(data).as_posix() for p in data.rglob("*"))
+    result = subprocess.run([sys.executable, "-m", "humanmatting", "refine-masks", "--data",
+                             str(data), "--out", str(data / ".")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1
+    assert "is the --data folder itself" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == before

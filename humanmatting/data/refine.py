@@ -99,6 +99,15 @@ def refine_folder(data, out, *, method="cf", erode=8, dilate=8, max_side=480, wo
     Returns:
         dict: done (newly written), skipped (already there), failed [(path, reason)].
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    for name, value, least in (("erode", erode, 0), ("dilate", dilate, 0),
+                               ("max_side", max_side, 1), ("workers", workers, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if Path(out).resolve() == Path(data).resolve():
+        raise ValueError(f"{out}: is the --data folder itself; the pseudo alphas go into a "
+                         "new folder dataset (images/ + alphas/), so give another --out")
     pairs = read_folder(data)
     out = Path(out)
     (out / "alphas").mkdir(parents=True, exist_ok=True)
@@ -128,7 +137,7 @@ def refine_folder(data, out, *, method="cf", erode=8, dilate=8, max_side=480, wo
                      options))
     failed = list(pairs.problems)
     done = 0
-    with ProcessPoolExecutor(max(1, workers)) as pool:
+    with ProcessPoolExecutor(workers) as pool:
         for i, (path, error) in enumerate(pool.map(_refine_one, jobs), start=1):
             if error:
                 failed.append((path, error))
