@@ -1,6 +1,7 @@
 """Training on a tiny generated dataset: config, exact resume, transfer, release, CLI."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -46,6 +47,25 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         load_config(path, ["sizes=[[60, 64]]"])
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_config(tmp_path / "missing.yaml")
+    for override, message in (("batch_size=0", "batch_size must be >= 1, got 0"),
+                              ("learning_rate=0", "learning_rate must be > 0"),
+                              ("val_fraction=1", "val_fraction must be below 1"),
+                              ("sizes=[]", "sizes must list at least one"),
+                              ("sizes=[[-32, 64]]", "size -32x64 is not accepted")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_config(path, [override])
+    # PyYAML reads 1e-3 (no dot) as a string; numeric fields take it as the number it is
+    path.write_text("learning_rate: 1e-3\nepochs: 2.5\n")
+    with pytest.raises(ValueError, match="epochs must be an integer, got 2.5"):
+        load_config(path)
+    path.write_text("learning_rate: 1e-3\n")
+    assert load_config(path).learning_rate == 0.001
+    path.write_bytes(b"\xff\xd8\xff\xe0 a JPEG")
+    with pytest.raises(ValueError, match="c.yaml: not a text file"):
+        load_config(path)
+    path.write_text("epochs: [1\n")
+    with pytest.raises(ValueError, match="c.yaml: not valid YAML"):
+        load_config(path)
 
 
 class Crash(keras.callbacks.Callback):

@@ -105,12 +105,39 @@ class TrainConfig:
                               ("strategy", ("default", "mirrored", "multi_worker"))):
             if str(getattr(self, name)) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not self.sizes:
+            raise ValueError("sizes must list at least one [height, width]")
         for h, w in self.sizes:
-            if h % 32 or w % 32:
-                raise ValueError(f"size {h}x{w} is not accepted: multiples of 32 only")
+            if h <= 0 or w <= 0 or h % 32 or w % 32:
+                raise ValueError(f"size {h}x{w} is not accepted: positive multiples of 32 only")
+        for name, least, strict in _RANGES:
+            value = getattr(self, name)
+            kind = int if isinstance(getattr(TrainConfig, name), int) else (int, float)
+            if isinstance(value, str):   # PyYAML reads `1e-3` (no dot) as a string
+                try:
+                    value = _coerce(value, int if kind is int else float)
+                except ValueError:
+                    pass
+                setattr(self, name, value)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, "
+                                 f"got {value!r}")
+            if value < least or (strict and value == least):
+                raise ValueError(f"{name} must be {'>' if strict else '>='} {least}, "
+                                 f"got {value!r}")
+        if not self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be below 1, got {self.val_fraction!r}")
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+# (field, least value, whether the least value itself is refused)
+_RANGES = (("val_fraction", 0, True), ("batch_size", 1, False), ("epochs", 1, False),
+           ("steps_per_epoch", 0, False), ("learning_rate", 0, True),
+           ("warmup_epochs", 0, False), ("weight_decay", 0, False), ("seed", 0, False),
+           ("early_stopping_patience", 0, False), ("image_cache_short_side", 32, False),
+           ("threads", 0, False))
 
 
 def _coerce(value, annotation):
@@ -148,7 +175,12 @@ def load_config(path=None, overrides=()):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such config file")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a text file (a YAML config is expected)") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a mapping of config keys")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
