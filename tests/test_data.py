@@ -23,8 +23,15 @@ def test_folder_reader_reports_missing_and_empty(tmp_path):
     assert reasons[str(root / "masks" / "p001.png")] == "missing"
     assert reasons[str(root / "images" / "p002.jpg")] == "empty file"
     assert read_dataset(make_folder_dataset(tmp_path / "s", count=1, soft=True)).refined
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images/ folder"):
+        read_dataset(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="nothing: no such folder"):
         read_dataset(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="p003.jpg: not a folder"):
+        read_dataset(root / "images" / "p003.jpg")
+    with pytest.raises(FileNotFoundError, match="none.txt: no such file"):
+        read_dataset(tmp_path / "none.txt", "list")
     with pytest.raises(ValueError, match="unknown dataset kind"):
         read_dataset(root, "coco")
 

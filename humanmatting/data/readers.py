@@ -150,4 +150,8 @@ def read_dataset(path, kind="folder"):
     """Reads a dataset of the given layout kind ("folder", "aisegment", "list", "backgrounds")."""
     if kind not in READERS:
         raise ValueError(f"unknown dataset kind {kind!r}; expected one of {', '.join(READERS)}")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such " + ("file" if kind == "list" else "folder"))
+    if kind != "list" and not Path(path).is_dir():
+        raise FileNotFoundError(f"{path}: not a folder (a {kind} dataset is a folder)")
     return READERS[kind](path)
