@@ -122,6 +122,19 @@ def test_predict_errors(tmp_path, sample_path):
                      cwd=tmp_path)
     assert result.returncode == 1 and "unknown model 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
+    # A folder input, or several inputs, need an output folder: an image-file name (which
+    # would become a folder so named) or an existing file is refused before any work.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), make_person_image(32, 32))
+    for inputs in ([folder], [sample_path, folder / "a.png"]):
+        result = run_cli("predict", *inputs, "--output", tmp_path / "result.png", cwd=tmp_path)
+        assert result.returncode == 1 and "names an image file" in result.stderr
+        assert not (tmp_path / "result.png").exists()
+    (tmp_path / "notes.txt").write_text("keep me")
+    result = run_cli("predict", folder, "--output", tmp_path / "notes.txt", cwd=tmp_path)
+    assert result.returncode == 1 and "notes.txt: is a file" in result.stderr
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
 @pytest.mark.slow

@@ -167,6 +167,21 @@ def output_names(relatives, suffix=".png"):
     return names, renamed
 
 
+def _folder_output_problem(output, count):
+    """Why `output` cannot be the folder that several inputs (or a folder input) write into,
+    or None: an existing file, or a name ending in an image extension that is not a folder
+    yet (`-o result.png` with a folder input would otherwise make a folder named so)."""
+    from humanmatting.io import IMAGE_EXTENSIONS
+
+    if output.exists() and not output.is_dir():
+        return (f"--output {output}: is a file, but {count} input(s) need an output folder; "
+                "give a folder")
+    if not output.exists() and output.suffix.lower() in IMAGE_EXTENSIONS:
+        return (f"--output {output}: names an image file, but {count} input(s) (or a folder) "
+                "need an output folder; give a folder, or a single input image")
+    return None
+
+
 def cmd_predict(args):
     if (problem := check_backend_options(args)):
         return user_error(problem)
@@ -192,6 +207,8 @@ def cmd_predict(args):
         return user_error(f"{output}: {args.format} output must be a .png file")
     if single and output.resolve() == found[0][0].resolve():
         return user_error(f"--output {output}: is the input image; give another file name")
+    if not single and (problem := _folder_output_problem(output, len(found) + len(failed))):
+        return user_error(problem)
 
     import_tensorflow()
     from humanmatting.inference import Matter
