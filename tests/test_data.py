@@ -1,5 +1,7 @@
 """Readers and the tf.data pipeline: layouts, bad files, bucketing, determinism, trimaps."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -22,6 +24,15 @@ def test_folder_reader_reports_missing_and_empty(tmp_path):
     reasons = dict(pairs.problems)
     assert reasons[str(root / "masks" / "p001.png")] == "missing"
     assert reasons[str(root / "images" / "p002.jpg")] == "empty file"
+    # x.jpg and x.png would both take masks/x.png: neither is used, both are reported.
+    (root / "images" / "p003.png").write_bytes((root / "images" / "p003.jpg").read_bytes())
+    pairs = read_dataset(root)
+    assert [Path(p).name for p in pairs.images] == ["p000.jpg"]
+    reasons = dict(pairs.problems)
+    for name in ("p003.jpg", "p003.png"):
+        assert reasons[str(root / "images" / name)].startswith(
+            f"shares the target {root / 'masks' / 'p003.png'} with ")
+    (root / "images" / "p003.png").unlink()
     assert read_dataset(make_folder_dataset(tmp_path / "s", count=1, soft=True)).refined
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images/ folder"):

@@ -2,7 +2,8 @@
 
 Layouts:
 - folder: `DIR/images/STEM.(jpg|png|...)` with `DIR/masks/STEM.png` (binary, rough) or
-  `DIR/alphas/STEM.png` (soft, refined).
+  `DIR/alphas/STEM.png` (soft, refined). Images that share a stem (`x.jpg`, `x.png`) would
+  share a target, so they are left out and reported.
 - AISegment matting_human: `DIR/clip_img/.../NAME.jpg` with `DIR/matting/.../NAME.png`, the
   same relative folders with `clip_` / `matting_` swapped in folder names; the matte is the PNG's
   alpha channel.
@@ -84,10 +85,20 @@ def read_folder(root):
     target_dir = root / ("alphas" if refined else "masks")
     if not target_dir.is_dir():
         raise FileNotFoundError(f"{root}: no masks/ or alphas/ folder next to images/")
-    images, targets, problems = [], [], []
+    by_target = {}
     for image in _images_in(root / "images"):
         rel = image.relative_to(root / "images").with_suffix(".png")
-        target = target_dir / rel
+        by_target.setdefault(target_dir / rel, []).append(image)
+    images, targets, problems = [], [], []
+    for target, sharing in by_target.items():
+        if len(sharing) > 1:
+            # images/x.jpg and images/x.png both name masks/x.png: which photo it belongs to
+            # is unknown, so neither is trained or scored on it.
+            names = ", ".join(str(p) for p in sharing)
+            problems += [(str(p), f"shares the target {target} with {names}; left out")
+                         for p in sharing]
+            continue
+        image = sharing[0]
         if _usable(image, problems) and _usable(target, problems):
             images.append(str(image))
             targets.append(str(target))
