@@ -78,6 +78,13 @@ def test_split_is_fixed_by_stem(tmp_path):
     again_train, again_val = pairs.split(0.25)
     assert val.images == again_val.images
     assert not set(train.images) & set(val.images)
+    # Pairs left out stay listed, each in the part its stem falls in.
+    val_stem, train_stem = Path(val.images[0]).stem, Path(train.images[0]).stem
+    for stem in (val_stem, train_stem):
+        (tmp_path / "d" / "masks" / f"{stem}.png").unlink()
+    train, val = read_dataset(tmp_path / "d").split(0.25)
+    assert [Path(p).stem for p, _ in val.problems] == [val_stem]
+    assert [Path(p).stem for p, _ in train.problems] == [train_stem]
 
 
 def test_store_skips_corrupt_and_mismatched_files(tmp_path):

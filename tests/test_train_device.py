@@ -137,6 +137,16 @@ ARCH = '{"filters": [8, 8, 16, 16, 24], "depths": [1, 1, 1, 2, 2]}'
 
 
 @pytest.mark.slow
+def test_pack_reports_pairs_the_reader_left_out(tmp_path, capsys):
+    data = make_folder_dataset(tmp_path / "people", count=3, shape=(48, 32))
+    (data / "masks" / "p001.png").unlink()
+    packed = tmp_path / "packed"
+    assert train_device.main(["pack", "--out", str(packed), "--data", f"{data}:1"]) == 1
+    assert f"skipped {data / 'masks' / 'p001.png'}: missing" in capsys.readouterr().err
+    people = json.loads((packed / "manifest.json").read_text())["datasets"][0]
+    assert people["train"] + people["val"] == 2
+
+
 def test_pack_train_release(tmp_path):
     data = make_folder_dataset(tmp_path / "people", count=12, shape=(96, 72))
     backgrounds = tmp_path / "bg" / "images"

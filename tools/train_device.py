@@ -81,6 +81,7 @@ def pack(args):
     for spec, kind in specs:
         path, _, weight = spec.rpartition(":")
         pairs = read_dataset(path, kind)
+        bad += [f"{problem}: {reason}" for problem, reason in pairs.problems]
         train, val = pairs.split(args.val_fraction)
         name = Path(path).name
         for split, subset in (("train", train), ("val", val)):

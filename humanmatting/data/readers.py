@@ -45,19 +45,22 @@ class PairList:
         """Splits by a hash of each image's file stem: fixed, independent of order and size.
 
         Returns:
-            (train, val) PairLists.
+            (train, val) PairLists. The pairs left out (`problems`) go to the part their
+            file's stem falls in, so that a report on either part still names them.
         """
         def is_val(path):
             digest = hashlib.sha1(f"{salt}:{Path(path).stem}".encode()).digest()
             return int.from_bytes(digest[:4], "big") / 2**32 < val_fraction
 
-        parts = ([], [])
+        parts, problems = ([], []), ([], [])
         for image, target in zip(self.images, self.targets):
             parts[is_val(image)].append((image, target))
+        for problem in self.problems:
+            problems[is_val(problem[0])].append(problem)
         return tuple(dataclasses.replace(self, images=[p[0] for p in part],
-                                         targets=[p[1] for p in part], problems=[],
+                                         targets=[p[1] for p in part], problems=left_out,
                                          name=f"{self.name}:{kind}")
-                     for part, kind in zip(parts, ("train", "val")))
+                     for part, left_out, kind in zip(parts, problems, ("train", "val")))
 
 
 def _images_in(folder):
