@@ -84,6 +84,10 @@ def scaled_size(size, scale, divisor):
     return tuple(max(divisor, int(round(v * scale / divisor)) * divisor) for v in size)
 
 
+#: the largest model input side accepted: 4096 x 4096 already takes several GiB of activations
+MAX_SIDE = 4096
+
+
 def check_sizes(sizes, divisor):
     """Validates a table of (H, W) sizes; returns it as a tuple of int pairs."""
     sizes = tuple((int(h), int(w)) for h, w in sizes)
@@ -93,6 +97,9 @@ def check_sizes(sizes, divisor):
         if h <= 0 or w <= 0 or h % divisor or w % divisor:
             raise ValueError(f"size {h}x{w} is not accepted: height and width must be "
                              f"positive multiples of {divisor}")
+        if max(h, w) > MAX_SIDE:
+            raise ValueError(f"size {h}x{w} is not accepted: height and width must be at most "
+                             f"{MAX_SIDE}")
     return sizes
 
 

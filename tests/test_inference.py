@@ -29,6 +29,8 @@ def test_choose_size_nearest_aspect_ratio():
 def test_sizes_must_be_multiples_of_divisor():
     with pytest.raises(ValueError, match="size 250x256 is not accepted.*multiples of 32"):
         check_sizes([(250, 256)], 32)
+    with pytest.raises(ValueError, match="size 8192x256 is not accepted.*at most 4096"):
+        check_sizes([(8192, 256)], 32)
     with pytest.raises(ValueError, match="size 250x256"):
         Matter("likeunet_dark_light_original", sizes=[(250, 256)])
 
