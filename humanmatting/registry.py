@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -276,5 +277,19 @@ def create_model(name, *, weights="default", deploy=True, **overrides):
             model.load_weights(path)
         except (ValueError, KeyError, OSError) as err:
             raise ValueError(f"weights file {path} does not fit model {name!r} "
-                             f"(deploy={deploy}): {err}") from err
+                             f"(deploy={deploy}): {_load_error_summary(err)}") from err
     return model
+
+
+def _load_error_summary(err):
+    """Keras's load error in a line or two: its first line and, for a shape mismatch, the
+    variable with both shapes (the full text holds the variable's values, kilobytes of them)."""
+    text = str(err).strip()
+    summary = text.splitlines()[0] if text else type(err).__name__
+    shapes = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text)
+    variable = re.search(r"<Variable path=([^,>]+)", text)
+    if shapes:
+        where = f"{variable.group(1)}: " if variable else ""
+        summary += (f" ({where}the model's shape {shapes.group(1)}, the file's "
+                    f"{shapes.group(2)})")
+    return summary
