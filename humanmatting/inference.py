@@ -336,7 +336,8 @@ class Matter:
         Raises:
             FileNotFoundError, humanmatting.io.ImageError: a path that is missing, empty or not
                 an image.
-            ValueError: an array of the wrong shape or dtype.
+            ValueError: an array of the wrong shape or dtype, or floats that are not finite
+                or lie far outside [0, 1].
         """
         image = load_rgb(image)
         height, width = image.shape[:2]

@@ -77,6 +77,14 @@ def as_rgb(image, what="image"):
     if image.dtype != np.uint8:
         if not np.issubdtype(image.dtype, np.floating):
             raise ValueError(f"{what} must be uint8 or float in [0, 1], got {image.dtype}")
+        if not np.isfinite(image).all():
+            raise ValueError(f"{what} holds NaN or infinite values")
+        low, high = float(image.min()), float(image.max())
+        # a little outside [0, 1] (interpolation overshoot) is clipped; far outside is a
+        # 0..255 image passed as float, which clipping would turn white
+        if low < -0.5 or high > 1.5:
+            raise ValueError(f"{what} is float with values {low:g}..{high:g}; floats must be in "
+                             "[0, 1] (divide a 0..255 image by 255, or pass it as uint8)")
         image = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(image[..., :3])
 

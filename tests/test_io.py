@@ -65,3 +65,23 @@ def test_read_image_applies_the_exif_orientation(tmp_path):
     rgb = io.read_image(path)
     assert rgb.shape == (80, 40, 3)            # upright: tall, not wide
     assert rgb[:20].mean() > 200 and rgb[-20:].mean() < 50   # the band is now on top
+
+
+def test_as_rgb_converts_layouts_and_rejects_bad_arrays():
+    gray = np.array([[0, 128], [255, 7]], np.uint8)
+    np.testing.assert_array_equal(io.as_rgb(gray), np.repeat(gray[..., None], 3, axis=2))
+    rgba = np.arange(2 * 2 * 4, dtype=np.uint8).reshape(2, 2, 4)
+    np.testing.assert_array_equal(io.as_rgb(rgba), rgba[..., :3])
+    # floats in [0, 1] scale to 0..255; a small overshoot (interpolation) is clipped
+    floats = np.array([[[0.0, 0.5, 1.0], [-0.01, 1.01, 0.2]]], np.float32)
+    np.testing.assert_array_equal(io.as_rgb(floats), [[[0, 128, 255], [0, 255, 51]]])
+    with pytest.raises(ValueError, match=r"values 0\.\.254; floats must be in \[0, 1\]"):
+        io.as_rgb(np.array([[[0.0, 254.0, 3.0]]]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        io.as_rgb(np.array([[[0.0, np.nan, 0.2]]]))
+    with pytest.raises(ValueError, match="uint8 or float in \\[0, 1\\], got uint16"):
+        io.as_rgb(np.zeros((2, 2, 3), np.uint16))
+    with pytest.raises(ValueError, match="got shape \\(2, 2, 5\\)"):
+        io.as_rgb(np.zeros((2, 2, 5), np.uint8))
+    with pytest.raises(ValueError, match="is empty"):
+        io.as_rgb(np.zeros((0, 2, 3), np.uint8))
