@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+import humanmatting
 from conftest import fixed_size_peer, make_folder_dataset, make_person_image
 
 
@@ -22,6 +23,8 @@ def test_list(tmp_path):
     assert "likeunet_dark_light_original" in result.stdout
     assert "likeunet_night_lite" in result.stdout
     assert result.stderr == ""
+    result = run_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == f"humanmatting {humanmatting.__version__}\n"
 
 
 @pytest.mark.slow

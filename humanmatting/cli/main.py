@@ -456,6 +456,9 @@ def cmd_bench(args):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="humanmatting", description="Human (portrait) matting model zoo.")
+    from humanmatting import __version__
+
+    parser.add_argument("--version", action="version", version=f"humanmatting {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_list(sub)
     _add_predict(sub)
