@@ -68,6 +68,22 @@ def test_config_yaml_overrides_and_errors(tmp_path):
         load_config(path)
 
 
+def test_fit_checks_its_files_before_reading_the_data(tmp_path):
+    lines = []
+    config = tiny_config(tmp_path, init_from=tmp_path / "missing.weights.h5",
+                         export="true", peer_tflite=tmp_path / "missing.tflite")
+    with pytest.raises(FileNotFoundError, match="init_from: .*missing.weights.h5: no such file"):
+        fit(config, resume=True, log=lines.append)
+    assert lines[0] == (f"no checkpoint in {tmp_path / 'run'} to resume from: starting from "
+                        "the beginning")
+    assert lines[1].startswith(f"peer_tflite: {tmp_path / 'missing.tflite'}: no such file")
+    assert len(lines) == 2
+    config = tiny_config(tmp_path, backgrounds=tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="backgrounds: .*nowhere: no such folder"):
+        fit(config, log=lines.append)
+    assert not (tmp_path / "run").exists()   # nothing was started
+
+
 class Crash(keras.callbacks.Callback):
     """Raises in the middle of an epoch, as a kill would stop the process there."""
 

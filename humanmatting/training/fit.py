@@ -240,6 +240,23 @@ def _calibration_images(config, train_store, weights, input_spec, sizes, backgro
     return np.concatenate([tf.image.resize(x, size).numpy() for x in images])
 
 
+def _check_inputs(config, run_dir, resume, log):
+    """Fails on a missing `init_from` file or backgrounds folder before minutes of image
+    decoding, and says what a resume without a checkpoint, or a missing peer, will do.
+    Returns whether there is a checkpoint to resume from."""
+    if resume and not (run_dir / "checkpoint.keras").exists():
+        log(f"no checkpoint in {run_dir} to resume from: starting from the beginning")
+        resume = False
+    if config.export and config.peer_tflite and not Path(config.peer_tflite).is_file():
+        log(f"peer_tflite: {config.peer_tflite}: no such file; the model card will have no "
+            "peer metrics")
+    if config.init_from and not resume and not Path(config.init_from).is_file():
+        raise FileNotFoundError(f"init_from: {config.init_from}: no such file")
+    if config.backgrounds and not Path(config.backgrounds).is_dir():
+        raise FileNotFoundError(f"backgrounds: {config.backgrounds}: no such folder")
+    return resume
+
+
 def fit(config, *, resume=False, log=print, callbacks=(), command=None):
     """Trains `config.model` as configured.
 
@@ -258,6 +275,7 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
     if not config.data:
         raise ValueError("config.data is empty: name at least one dataset")
     run_dir = Path(config.out_dir)
+    resume = _check_inputs(config, run_dir, resume, log)
     run_dir.mkdir(parents=True, exist_ok=True)
     import yaml
 
