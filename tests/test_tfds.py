@@ -8,15 +8,22 @@ from conftest import make_folder_dataset, make_person_image
 
 
 @pytest.mark.slow
-def test_folder_builder_round_trip(tmp_path):
+def test_folder_builder_round_trip(tmp_path, capfd):
     from humanmatting.data.tfds_builders import FolderMatting
 
-    folder = make_folder_dataset(tmp_path / "people", count=10, shape=(48, 40), soft=True)
+    folder = make_folder_dataset(tmp_path / "people", count=13, shape=(48, 40), soft=True)
+    # three bad pairs are skipped and listed, not the end of the preparation
+    (folder / "images" / "p010.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    cv2.imwrite(str(folder / "alphas" / "p011.png"), np.zeros((20, 20), np.uint8))
+    (folder / "alphas" / "p012.png").unlink()
     builder = FolderMatting(folder=folder, val_fraction=0.3, data_dir=str(tmp_path / "tfds"))
     builder.download_and_prepare()
     train = list(builder.as_dataset(split="train").as_numpy_iterator())
     val = list(builder.as_dataset(split="validation").as_numpy_iterator())
     assert len(train) + len(val) == 10 and val
+    err = capfd.readouterr().err
+    assert "p010.jpg" in err and "p011.png: size (20, 20) differs" in err
+    assert "p012.png: missing" in err
     example = train[0]
     name = example["name"].decode()
     expected = cv2.imread(str(folder / "alphas" / name.replace("images/", "").replace(

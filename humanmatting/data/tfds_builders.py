@@ -10,6 +10,7 @@ Example:
     >>> ds = builder.as_dataset(split="train")
 """
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import tensorflow_datasets as tfds
 
 from humanmatting.data.readers import read_aisegment, read_folder
 from humanmatting.evaluation import read_target
-from humanmatting.io import read_image
+from humanmatting.io import ImageError, read_image
 
 
 def _features():
@@ -29,15 +30,26 @@ def _features():
 
 
 def _examples(pairs, root):
+    """Yields (key, example) for every readable pair; a missing, corrupt or mis-sized file
+    is skipped, never the end of the preparation, and every skipped pair is listed on
+    stderr when the split is done."""
+    skipped = list(pairs.problems)
     for image_path, target_path in zip(pairs.images, pairs.targets):
-        image = read_image(image_path)
-        alpha = read_target(target_path, pairs.alpha_channel)
-        if alpha.shape != image.shape[:2]:
-            raise ValueError(f"{target_path}: size {alpha.shape} differs from its image's")
+        try:
+            image = read_image(image_path)
+            alpha = read_target(target_path, pairs.alpha_channel)
+            if alpha.shape != image.shape[:2]:
+                raise ValueError(f"{target_path}: size {alpha.shape} differs from its image's "
+                                 f"{image.shape[:2]}")
+        except (ImageError, FileNotFoundError, ValueError, OSError) as err:
+            skipped.append((image_path, str(err)))
+            continue
         key = str(Path(image_path).relative_to(root))
         yield key, {"image": image,
                     "alpha": np.rint(alpha * 255).astype(np.uint8)[..., None],
                     "name": key}
+    for path, reason in skipped:
+        print(f"{pairs.name or root}: skipped {path}: {reason}", file=sys.stderr)
 
 
 class MattingHuman(tfds.core.GeneratorBasedBuilder):
