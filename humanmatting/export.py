@@ -166,20 +166,42 @@ def load_runner(path, fmt, threads=None):
     if fmt == "saved_model":
         import tensorflow as tf
 
-        serve = tf.saved_model.load(str(path)).signatures["serve"]
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such SavedModel folder")
+        if not Path(path).is_dir():
+            raise ValueError(f"{path}: is a file; a SavedModel is a folder")
+        try:
+            signatures = tf.saved_model.load(str(path)).signatures
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a SavedModel ({_first_line(err)})") from None
+        if "serve" not in signatures:
+            raise ValueError(f"{path}: the SavedModel has no 'serve' endpoint (it has "
+                             f"{sorted(signatures) or 'none'})")
+        serve = signatures["serve"]
         return lambda x: _person(list(serve(tf.constant(x)).values())[0].numpy())
     if fmt == "onnx":
         import onnxruntime as ort
 
+        check_file(path)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(str(path), options,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as err:   # onnxruntime's own classes (InvalidProtobuf, Fail, ...)
+            raise ValueError(f"{path}: not an ONNX model onnxruntime can load "
+                             f"({_first_line(err)})") from None
         input_name = session.get_inputs()[0].name
         return lambda x: _person(session.run(None, {input_name: x})[0])
     if fmt == "tflite":
         return _TFLiteRunner(path, threads)
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+
+
+def _first_line(err, limit=160):
+    """A runtime's error text on one line, cut to `limit` characters."""
+    return " ".join(str(err).split())[:limit]
 
 
 class _TFLiteRunner:
@@ -222,7 +244,7 @@ class _TFLiteRunner:
         except ValueError as err:
             # TFLite's message quotes the file's first bytes, cut at the first NUL
             reason = ("no TFL3 identifier in its header" if "identifier" in str(err)
-                      else " ".join(str(err).split())[:120])
+                      else _first_line(err, 120))
             raise ValueError(f"{self.path}: not a TFLite model ({reason})") from None
 
     def _allocate(self, shape):

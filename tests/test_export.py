@@ -10,7 +10,7 @@ import pytest
 
 import humanmatting
 from conftest import make_person_image, randomize_batchnorm
-from humanmatting.export import export
+from humanmatting.export import export, load_runner
 from humanmatting.inference import Matter
 
 TINY = {"filters": [4, 8, 8, 8, 8], "bottleneck_filters": 8, "edge_filters": 4}
@@ -134,6 +134,24 @@ def test_export_errors(tmp_path, tiny_acnet):
         export(tiny_acnet, "saved_model", tmp_path / "m.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sm"]
     assert list((tmp_path / "sm").iterdir()) == []
+
+
+def test_loading_a_bad_exported_file_names_it(tmp_path):
+    (tmp_path / "bad.onnx").write_text("garbage")
+    with pytest.raises(ValueError, match=r"bad\.onnx: not an ONNX model onnxruntime can load"):
+        load_runner(tmp_path / "bad.onnx", "onnx")
+    with pytest.raises(FileNotFoundError, match=r"none\.onnx: no such file"):
+        load_runner(tmp_path / "none.onnx", "onnx")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: not a SavedModel"):
+        load_runner(tmp_path / "empty", "saved_model")
+    with pytest.raises(ValueError, match="bad.onnx: is a file; a SavedModel is a folder"):
+        load_runner(tmp_path / "bad.onnx", "saved_model")
+    with pytest.raises(FileNotFoundError, match="nowhere: no such SavedModel folder"):
+        load_runner(tmp_path / "nowhere", "saved_model")
+    with pytest.raises(ValueError, match=r"bad\.onnx: not a TFLite model"):
+        humanmatting.Matter("likeunet_night_lite", backend="tflite",
+                            exported=tmp_path / "bad.onnx")
 
 
 @pytest.mark.parametrize("backend", ["onnx", "tflite"])
