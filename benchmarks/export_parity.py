@@ -80,8 +80,13 @@ def main():
                         help="images or folders to calibrate int8 with")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    from humanmatting.inference import check_sizes
+    from humanmatting.registry import get_preset, released_models
+
     try:
         size = parse_size(args.size)
+        check_sizes([size], max(get_preset(m).input.divisor for m in args.models or
+                                released_models()))
         calibrate = calibration_images(args.calibrate)
     except (ValueError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
@@ -89,8 +94,6 @@ def main():
         from humanmatting.io import sample_image_path
 
         calibrate = [sample_image_path()]
-    from humanmatting.registry import released_models
-
     models = args.models or released_models()
     results, failed = {}, []
     print(f"input {size[0]}x{size[1]}; max |diff| of the person probability vs Keras, and IoU "

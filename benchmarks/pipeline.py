@@ -4,6 +4,7 @@ The pipeline must outpace training on this machine, or the accelerator (here: 2 
 waits for data. Both are measured in one run with the same batch size and size table:
 
     python benchmarks/pipeline.py [--data DIR ...] [--model likeunet_night] [--batches 30]
+                                  [--sizes HxW,...]
 
 Without --data, a generated folder dataset is used (so it runs anywhere). Prints images/s of
 (1) the tf.data pipeline alone (decode already cached, augmentation, bucketing), (2) the
@@ -24,36 +25,60 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from humanmatting.bench import parse_size  # noqa: E402
+from humanmatting.cli.common import positive_int  # noqa: E402
 from humanmatting.data import pipeline  # noqa: E402
 from humanmatting.data.readers import read_dataset  # noqa: E402
+from humanmatting.inference import check_sizes  # noqa: E402
 from humanmatting.losses import MattingLoss  # noqa: E402
 from humanmatting.registry import SIZES_256, create_model, get_preset  # noqa: E402
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="*", default=[])
-    parser.add_argument("--backgrounds", default=None)
+    parser.add_argument("--data", nargs="*", default=[], help="folder datasets (default: a "
+                        "generated one)")
+    parser.add_argument("--backgrounds", default=None, help="a folder of people-free images")
     parser.add_argument("--model", default="likeunet_night")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--batches", type=int, default=30)
-    args = parser.parse_args()
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--batches", type=positive_int, default=30)
+    parser.add_argument("--sizes", default="", help="bucket sizes HxW,HxW,... (default: the "
+                        f"{len(SIZES_256)} sizes of SIZES_256, 1:2 .. 2:1)")
+    args = parser.parse_args(argv)
 
-    if args.data:
-        lists = [read_dataset(d) for d in args.data]
-    else:
-        from conftest import make_folder_dataset
+    with tempfile.TemporaryDirectory(prefix="humanmatting-pipeline-") as tmp:
+        try:
+            spec = get_preset(args.model).input
+            args.sizes = (check_sizes([parse_size(t) for t in args.sizes.split(",")],
+                                      spec.divisor) if args.sizes else SIZES_256)
+            if args.data:
+                lists = [read_dataset(d) for d in args.data]
+            else:
+                from conftest import make_folder_dataset
 
-        tmp = Path(tempfile.mkdtemp())
-        lists = [read_dataset(make_folder_dataset(tmp / "d", count=64, shape=(600, 450)))]
-    spec = get_preset(args.model).input
-    store = pipeline.ImageStore(lists)
-    backgrounds = None
-    if args.backgrounds:
-        backgrounds = pipeline.load_backgrounds(read_dataset(args.backgrounds, "backgrounds"))
+                lists = [read_dataset(make_folder_dataset(Path(tmp) / "d", count=64,
+                                                          shape=(600, 450)))]
+            store = pipeline.ImageStore(lists)
+            backgrounds = None
+            if args.backgrounds:
+                backgrounds = pipeline.load_backgrounds(
+                    read_dataset(args.backgrounds, "backgrounds"))
+        except (ValueError, FileNotFoundError) as err:
+            print(f"pipeline.py: {err}", file=sys.stderr)
+            return 1
+        for path, reason in store.problems:
+            print(f"pipeline.py: left out {path}: {reason}", file=sys.stderr)
+        if not len(store):
+            print("pipeline.py: no usable image/mask pair in " + ", ".join(args.data),
+                  file=sys.stderr)
+            return 1
+        return _measure(args, spec, store, lists, backgrounds)
+
+
+def _measure(args, spec, store, lists, backgrounds):
     ds = pipeline.train_dataset(store, [1.0] * len(lists), input_spec=spec,
                                 batch_size=args.batch_size, steps_per_epoch=args.batches + 5,
-                                epochs=1, backgrounds=backgrounds)
+                                epochs=1, sizes=args.sizes, backgrounds=backgrounds)
     it = iter(ds)
     warm = [next(it) for _ in range(5)]
     start = time.perf_counter()
@@ -78,7 +103,7 @@ def main():
     train = steps * args.batch_size / (time.perf_counter() - start)
 
     print(f"data: {', '.join(args.data) or 'generated 600x450 folder'} ({len(store)} images)")
-    print(f"sizes: {len(SIZES_256)} buckets, batch {args.batch_size}, "
+    print(f"sizes: {len(args.sizes)} bucket(s), batch {args.batch_size}, "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads")
     print(f"pipeline      {pipe:8.1f} images/s")
     print(f"training step {train:8.1f} images/s  ({args.model}, XLA)")

@@ -72,6 +72,38 @@ def test_export_parity_reports_the_released_int8_file(tmp_path):
     assert result.stdout.count(" ok") == 3            # the quantized rows are not graded
 
 
+@pytest.mark.slow
+def test_pipeline_benchmark_prints_both_rates_and_their_ratio(tmp_path):
+    data = make_folder_dataset(tmp_path / "people", count=4, shape=(120, 90))
+    result = run_script("pipeline.py", "--data", data, "--batch-size", "2", "--batches", "3",
+                        "--sizes", "64x64,64x96", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"data: {data} (4 images)"
+    assert lines[1].startswith("sizes: 2 bucket(s), batch 2, ")
+    pipe = float(lines[2].split()[1])
+    train = float(lines[3].split()[2])
+    assert lines[2].endswith("images/s") and lines[3].startswith("training step")
+    assert pipe > 0 and train > 0
+    ratio = float(lines[4].split("= ")[1].split("x")[0])
+    assert ratio == pytest.approx(pipe / train, rel=0.06, abs=0.06)   # printed to 0.1
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_rejects_bad_input(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    for args, message in [(("--data", tmp_path / "nope"), "nope: no such folder"),
+                          (("--sizes", "64x65"), "64x65 is not accepted"),
+                          (("--model", "nope"), "unknown model 'nope'"),
+                          (("--data", empty), "no usable"),
+                          (("--batches", "0"), "0 must be at least 1")]:
+        result = run_script("pipeline.py", *args, cwd=tmp_path)
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
 def test_export_parity_rejects_missing_calibration(tmp_path):
     result = run_script("export_parity.py", "--calibrate", tmp_path / "nope", cwd=tmp_path)
     assert result.returncode != 0 and "nope" in result.stderr
