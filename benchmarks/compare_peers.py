@@ -45,7 +45,8 @@ def main():
     parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL])
     parser.add_argument("--peer", nargs="*", default=[], help="TFLite peer files")
     parser.add_argument("--threads", type=positive_int, default=2)
-    parser.add_argument("--limit", type=int, default=0, help="score at most N images per set")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="score at most N images per set (default: all)")
     parser.add_argument("--json", default="", help="also write the table to this file")
     args = parser.parse_args()
     if not args.data and not args.backgrounds:
@@ -54,8 +55,12 @@ def main():
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    predictors = {name: Matter(name) for name in args.models}
-    peers = {Path(p).stem: TFLitePeer(p, threads=args.threads) for p in args.peer}
+    try:
+        predictors = {name: Matter(name) for name in args.models}
+        peers = {Path(p).stem: TFLitePeer(p, threads=args.threads) for p in args.peer}
+    except (ValueError, FileNotFoundError) as err:
+        print(f"compare_peers.py: {err}", file=sys.stderr)
+        return 1
     predictors.update(peers)
     print(f"{'data':24s} {'model':32s} " + " ".join(f"{m:>10s}" for m in METRICS)
           + f" {'ms/image':>9s} {'IoU vs peer':>11s}")

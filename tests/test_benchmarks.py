@@ -175,8 +175,16 @@ def test_compare_peers_goes_on_past_bad_pairs_and_reports_them(tmp_path):
     assert sorted(Path(path).name for path, _ in table["failed"]) == ["a.jpg", "z.jpg"]
 
 
+@pytest.mark.slow
 def test_compare_peers_needs_data(tmp_path):
     result = run_script("compare_peers.py", cwd=tmp_path)
     assert result.returncode == 2 and "--data and/or --backgrounds" in result.stderr
     result = run_script("compare_peers.py", "--backgrounds", tmp_path / "none", cwd=tmp_path)
     assert result.returncode == 1 and "none" in result.stderr
+    (tmp_path / "bad.tflite").write_bytes(b"garbage")
+    for args, message in [(("--models", "nope"), "compare_peers.py: unknown model 'nope'"),
+                          (("--peer", tmp_path / "bad.tflite"), "bad.tflite: not a TFLite model"),
+                          (("--limit", "0"), "0 must be at least 1")]:
+        result = run_script("compare_peers.py", "--backgrounds", tmp_path, *args, cwd=tmp_path)
+        assert result.returncode in (1, 2) and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
