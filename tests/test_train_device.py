@@ -145,6 +145,11 @@ def test_pack_reports_pairs_the_reader_left_out(tmp_path, capsys):
     assert f"skipped {data / 'masks' / 'p001.png'}: missing" in capsys.readouterr().err
     people = json.loads((packed / "manifest.json").read_text())["datasets"][0]
     assert people["train"] + people["val"] == 2
+    assert not list(packed.rglob(".tmp-*"))   # every file written through a temporary
+    # a folder that pack did not make is named as such
+    assert train_device.main(["train", "--data", str(data), "--model", "likeunet_night",
+                              "--out", str(tmp_path / "run")]) == 1
+    assert f"{data}: not a packed folder (no manifest.json" in capsys.readouterr().err
 
 
 def test_pack_train_release(tmp_path):

@@ -67,7 +67,10 @@ def _write(path, image, ext):
     ok, data = cv2.imencode(ext, image, params)
     if not ok:
         raise ValueError(f"{path}: could not encode")
-    path.write_bytes(data.tobytes())
+    from humanmatting.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data.tobytes())
 
 
 def pack(args):
@@ -107,7 +110,10 @@ def pack(args):
         manifest["datasets"].append({"name": name, "kind": kind, "weight": float(weight),
                                      "source": path, "train": len(train), "val": len(val)})
         print(f"{name}: {len(train)} train, {len(val)} val")
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    from humanmatting.io import atomic_path
+
+    with atomic_path(out / "manifest.json") as tmp:   # written last: a killed pack has none
+        Path(tmp).write_text(json.dumps(manifest, indent=1))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"{out}: {size / 2**20:.1f} MiB")
     for line in bad:
@@ -117,11 +123,23 @@ def pack(args):
 
 # ------------------------------------------------------------------------ loader (there)
 
+def _manifest(root):
+    """The manifest `pack` wrote into `root`; a clear error when `root` is not a packed folder."""
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{root}: not a packed folder (no manifest.json; make one with "
+                                "`train_device.py pack`)")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a valid manifest ({err})") from None
+
+
 class Packed:
     """The packed images of one split, decoded once into memory."""
 
     def __init__(self, root, split):
-        manifest = json.loads((Path(root) / "manifest.json").read_text())
+        manifest = _manifest(root)
         self.sets = []
         for d in manifest["datasets"]:
             folder = Path(root) / d["name"] / split
@@ -552,8 +570,7 @@ def train(args):
     sizes = ([tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
              if args.sizes else [tuple(s) for s in SIZES_256])
     mix = _parse_mix(args.mix)
-    names = [d["name"] for d in json.loads((Path(args.data) / "manifest.json").read_text())
-             ["datasets"]]
+    names = [d["name"] for d in _manifest(args.data)["datasets"]]
     if set(mix) - set(names):
         raise ValueError(f"--mix names {sorted(set(mix) - set(names))}, not among the packed "
                          f"datasets {names}")
@@ -683,8 +700,7 @@ def _composite(args, root):
     if not 0 <= args.composite_p <= 1:
         raise ValueError(f"--composite-p must be in [0, 1], got {args.composite_p}")
     sets = [n.strip() for n in args.composite_from.split(",") if n.strip()]
-    kinds = {d["name"]: d["kind"] for d in
-             json.loads((root / "manifest.json").read_text())["datasets"]}
+    kinds = {d["name"]: d["kind"] for d in _manifest(root)["datasets"]}
     free = sorted(n for n, k in kinds.items() if k == "backgrounds")
     bad = [n for n in sets if kinds.get(n) != "backgrounds"]
     if bad:
