@@ -26,6 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from humanmatting.io import atomic_path
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_device import SHORT_SIDE, _shrink  # noqa: E402
 
@@ -92,14 +94,15 @@ def main(argv=None):
     for stem, image, mask in _photos(args.data, "train", args.val_fraction, read_dataset):
         for k, (start, length, axis) in enumerate(free_bands(mask, args.margin, args.min_side)):
             band = image[:, start:start + length] if axis == 1 else image[start:start + length]
-            cv2.imwrite(str(folder / f"{stem}-{k}.jpg"), _shrink(band, SHORT_SIDE),
-                        [cv2.IMWRITE_JPEG_QUALITY, 92])
+            with atomic_path(folder / f"{stem}-{k}.jpg") as tmp:
+                cv2.imwrite(str(tmp), _shrink(band, SHORT_SIDE), [cv2.IMWRITE_JPEG_QUALITY, 92])
             count += 1
     manifest["datasets"] = [d for d in manifest["datasets"] if d["name"] != "negatives"]
     manifest["datasets"].append({"name": "negatives", "kind": "backgrounds", "weight": 0.0,
                                  "source": "people-free bands of " + ", ".join(args.data),
                                  "train": count, "val": 0})
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    with atomic_path(out / "manifest.json") as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=1))
     print(f"{out}: {count} people-free bands")
     return 0
 
@@ -116,7 +119,8 @@ def write_val_bands(args, read_dataset):
         band = image[:, start:start + length] if axis == 1 else image[start:start + length]
         if min(band.shape[:2]) < 96 or max(band.shape[:2]) / min(band.shape[:2]) > 4:
             continue
-        cv2.imwrite(str(out / f"{stem}.png"), band)
+        with atomic_path(out / f"{stem}.png") as tmp:
+            cv2.imwrite(str(tmp), band)
         count += 1
     print(f"{out}: {count} people-free validation bands")
     return 0

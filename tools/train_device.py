@@ -691,7 +691,10 @@ def train(args):
            "best_val_iou_mean": best, "epochs_done": len(history), "steps_per_epoch":
            steps_per_epoch, "batch": args.batch, "lr": args.lr, "seed": args.seed,
            "minutes": (time.time() - start) / 60, "command": " ".join(sys.argv)}
-    (out / "run.json").write_text(json.dumps(run, indent=1))
+    from humanmatting.io import atomic_path
+
+    with atomic_path(out / "run.json") as tmp:
+        Path(tmp).write_text(json.dumps(run, indent=1))
     return 0
 
 
