@@ -108,6 +108,14 @@ def test_bad_options(tmp_path, sample_path):
                                    "likeunet_night", cwd=tmp_path), "--gray", "RGB")
     assert_one_line_error(run_demo(sample_path, "--no-display", "--output",
                                    tmp_path / "x.jpg", cwd=tmp_path), ".png")
+    # output names the result cannot take fail before the model loads, and write nothing
+    assert_one_line_error(run_demo(sample_path, "--no-display", "--background", "white",
+                                   "--output", tmp_path / "x.xyz", cwd=tmp_path),
+                          "x.xyz", "image output must be one of")
+    video = write_video(tmp_path / "clip.avi", frames=2, size=(64, 32), fps=2.0)
+    assert_one_line_error(run_demo(video, "--no-display", "--output", tmp_path / "x.png",
+                                   cwd=tmp_path), "x.png", "video output must be one of")
+    assert not list(tmp_path.glob("x.*"))
     assert_one_line_error(run_demo(sample_path, "--no-display", "--quantize", "int8",
                                    cwd=tmp_path), "--quantize int8 needs --backend tflite")
     photo = tmp_path / "photo.png"

@@ -154,21 +154,35 @@ def open_capture(source):
     return cap, frame
 
 
+def check_output(output, *, still, cutout):
+    """Refuses an --output name the result cannot be written to, before the model loads: a
+    still image needs an image extension (one that keeps alpha for a cut-out), a video or
+    camera stream one of FOURCC's."""
+    from humanmatting.io import IMAGE_EXTENSIONS
+
+    suffix = output.suffix.lower()
+    if not still:
+        if suffix not in FOURCC:
+            raise DemoError(f"{output}: video output must be one of {', '.join(sorted(FOURCC))}")
+    elif cutout and suffix not in ALPHA_FORMATS:
+        raise DemoError(f"{output}: a cut-out with alpha needs a .png file (or give "
+                        "--background for a composite)")
+    elif suffix not in IMAGE_EXTENSIONS:
+        raise DemoError(f"{output}: image output must be one of {', '.join(IMAGE_EXTENSIONS)}")
+
+
 def run_image(args, image, matter, background, display):
-    from humanmatting.io import write_image
+    from humanmatting.io import ImageError, write_image
 
     start = time.perf_counter()
     alpha = matter.predict(image)
     elapsed = time.perf_counter() - start
     if args.output:
         output = Path(args.output)
-        if background is None:
-            if output.suffix.lower() not in ALPHA_FORMATS:
-                raise DemoError(f"{output}: a cut-out with alpha needs a .png file (or give "
-                                "--background for a composite)")
-            write_image(output, matter.composite(image, alpha=alpha))
-        else:
+        try:
             write_image(output, matter.composite(image, background, alpha=alpha))
+        except (ImageError, OSError) as err:
+            raise DemoError(str(err)) from None
         print(f"wrote {output}")
     print(f"{args.source}: {image.shape[1]}x{image.shape[0]}, person covers "
           f"{100 * float(alpha.mean()):.1f}% of the image ({matter.name}, "
@@ -185,8 +199,6 @@ def open_writer(stack, output, fps, width, height):
     from humanmatting.io import atomic_path
 
     suffix = Path(output).suffix.lower()
-    if suffix not in FOURCC:
-        raise DemoError(f"{output}: video output must be one of {', '.join(sorted(FOURCC))}")
     tmp = stack.enter_context(atomic_path(output))
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC[suffix]), fps,
                              (width, height))
@@ -268,6 +280,9 @@ def run(args):
             raise DemoError(f"{path}: unknown file type {suffix!r}; expected an image "
                             f"({', '.join(IMAGE_EXTENSIONS)}) or a video "
                             f"({', '.join(VIDEO_EXTENSIONS)})")
+
+    if args.output:
+        check_output(Path(args.output), still=image is not None, cutout=background is None)
 
     import_tensorflow()
     from humanmatting.inference import Matter
