@@ -121,6 +121,9 @@ def test_predict_single_file_formats(tmp_path, sample_path, fmt, channels):
 def test_predict_errors(tmp_path, sample_path):
     result = run_cli("predict", sample_path, "--output", tmp_path / "a.jpg", cwd=tmp_path)
     assert result.returncode == 1 and "must be a .png" in result.stderr
+    result = run_cli("predict", sample_path, "--output", tmp_path / "a.xyz", "--format",
+                     "composite", cwd=tmp_path)
+    assert result.returncode == 1 and "a.xyz: composite output must be one of" in result.stderr
     result = run_cli("predict", sample_path, "--output", tmp_path / "o", "--model", "nope",
                      cwd=tmp_path)
     assert result.returncode == 1 and "unknown model 'nope'" in result.stderr

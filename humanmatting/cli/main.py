@@ -185,7 +185,7 @@ def _folder_output_problem(output, count):
 def cmd_predict(args):
     if (problem := check_backend_options(args)):
         return user_error(problem)
-    from humanmatting.io import ImageError, parse_background
+    from humanmatting.io import IMAGE_EXTENSIONS, ImageError, parse_background
 
     background = None
     if args.format == "composite":
@@ -205,6 +205,9 @@ def cmd_predict(args):
               and output.suffix != "")
     if single and output.suffix.lower() != ".png" and args.format != "composite":
         return user_error(f"{output}: {args.format} output must be a .png file")
+    if single and output.suffix.lower() not in IMAGE_EXTENSIONS:
+        return user_error(f"{output}: composite output must be one of "
+                          f"{', '.join(IMAGE_EXTENSIONS)}")
     if single and output.resolve() == found[0][0].resolve():
         return user_error(f"--output {output}: is the input image; give another file name")
     if not single and (problem := _folder_output_problem(output, len(found) + len(failed))):
