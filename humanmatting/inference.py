@@ -211,10 +211,11 @@ class Matter:
             preset's default ((0.8, 1.2) for the full-size LikeUnets, e.g. short sides 256
             and 384 instead of Night's 320; (1.0, 1.25, 1.5) for Night-Lite, short sides
             256, 320 and 384; (1.0,) otherwise).
-        refine: matting refinement of each alpha: "cf" (closed form) or "knn" (pymatting)
+        refine: matting refinement of each alpha: "cf" (closed form, Levin et al., solved
+            with SciPy: `humanmatting.data.refine.closed_form_alpha`) or "knn" (pymatting)
             solves the image inside a band of `REFINE_BAND` x the long side around the alpha's
-            0.5 edge, and makes the alpha 0 / 1 outside it (about 0.07 s per photo; importing
-            pymatting adds ~1 s once per process, and its numba kernels compile on their first
+            0.5 edge, and makes the alpha 0 / 1 outside it (about 0.07 s per photo; "knn"
+            imports pymatting, whose numba kernels compile for about a minute on their first
             use after installation, then load from numba's cache). False: none. None: the
             preset's default ("cf" for the registered LikeUnets, none for a keras.Model
             passed directly).
@@ -356,7 +357,9 @@ class Matter:
             from humanmatting.data.refine import refine_alpha
 
             band = max(2, round(REFINE_BAND * max(height, width)))
-            alpha = refine_alpha(image, alpha, method=self.refine, erode=band, dilate=band)
+            # SciPy's solve: pymatting's would first compile its kernels (~1 min, once)
+            alpha = refine_alpha(image, alpha, method=self.refine, erode=band, dilate=band,
+                                 cf_solver="scipy")
         if self.min_region or self.min_confidence:
             # after refinement: its alpha is 0 or 1 outside a thin band, so a speck is its own
             # region; in the averaged alpha before it, a soft haze (> SUPPORT) often joins

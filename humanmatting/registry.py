@@ -100,7 +100,7 @@ class Preset:
         scales: multiples of the chosen size that `Matter` runs each still image at by
             default, averaging the alphas (test-time multi-scale; video and webcam frames in
             `demo.py` run at (1.0,) alone).
-        refine: None, or the pymatting method ("cf" closed form, "knn") with which `Matter`
+        refine: None, or the matting method ("cf" closed form, "knn") with which `Matter`
             refines each still image's alpha by default: a trimap from the alpha (a thin
             unknown band around its 0.5 edge) and matting of the image inside the band.
         min_region: `Matter`'s default for dropping person regions smaller than this

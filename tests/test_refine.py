@@ -32,6 +32,49 @@ def test_refine_alpha_softens_only_the_band():
     assert alpha[20, 18] < 0.2 and alpha[20, 21] > 0.8   # follows the image's edge, not the mask
 
 
+@pytest.mark.parametrize("cf_solver", ["pymatting", "scipy"])
+def test_refine_alpha_with_either_solver_follows_the_edge(cf_solver):
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[:, 20:] = 255
+    mask = np.zeros((40, 40))
+    mask[:, 18:] = 1
+    alpha = refine_alpha(image, mask, erode=4, dilate=4, cf_solver=cf_solver)
+    assert np.all(alpha[:, :13] == 0) and np.all(alpha[:, 23:] == 1)
+    assert alpha[20, 18] < 0.2 and alpha[20, 21] > 0.8
+    with pytest.raises(ValueError, match="cf_solver must be"):
+        refine_alpha(image, mask, cf_solver="cholmod")
+
+
+def test_closed_form_alpha_equals_pymatting():
+    import pymatting
+
+    from humanmatting.data.refine import closed_form_alpha
+
+    # a photo-like image (smooth colour fields, noise, an edge) and a disc-shaped trimap with
+    # a band 2 and 6 pixels wide: pymatting solves the same system by CG to 1e-7
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:90, :120] / 100.0
+    image = np.dstack([0.5 + 0.3 * np.sin(3 * xx), 0.4 + 0.4 * yy, 0.3 + 0.2 * xx * yy])
+    inside = (yy - 0.45) ** 2 + (xx - 0.6) ** 2 < 0.3 ** 2
+    image[inside] = image[inside] * 0.4 + [0.5, 0.3, 0.1]
+    image = np.clip(image + rng.normal(0, 0.02, image.shape), 0, 1)
+    for band in (2, 6):
+        trimap = trimap_from_mask(inside.astype(float), erode=band, dilate=band)
+        ours = closed_form_alpha(image, trimap)
+        theirs = pymatting.estimate_alpha_cf(image, trimap)
+        assert np.abs(ours - theirs).max() < 1e-4
+        assert np.all(ours[trimap == 1] == 1) and np.all(ours[trimap == 0] == 0)
+        unknown = trimap == 0.5
+        assert 0.05 < ours[unknown].mean() < 0.95   # the band is solved, not left as is
+    # nothing unknown, or an image too small for a window: the trimap itself
+    known = np.zeros((5, 5))
+    known[:, 3:] = 1
+    np.testing.assert_array_equal(closed_form_alpha(np.zeros((5, 5, 3)), known), known)
+    tiny = np.full((2, 7), 0.5)
+    tiny[:, 0], tiny[:, -1] = 0, 1
+    np.testing.assert_array_equal(closed_form_alpha(np.zeros((2, 7, 3)), tiny), tiny)
+
+
 def test_refine_masks_cli_resumes_and_labels(tmp_path):
     data = make_folder_dataset(tmp_path / "d", count=3, shape=(48, 40))
     (data / "images" / "bad.jpg").write_bytes(b"\xff\xd8 nope")

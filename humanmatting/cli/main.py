@@ -47,7 +47,7 @@ def _add_still_options(p):
                         "own (0.8,1.2 for the full-size LikeUnets trained here, 1,1.25,1.5 for "
                         "Night-Lite; 1 otherwise)")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
-                   help="closed-form matting (pymatting) of the image in a thin band around "
+                   help="closed-form matting of the image in a thin band around "
                         "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "
                         "the LikeUnets trained here)")
     p.add_argument("--min-region", type=parse_threshold(check_min_region), default=None,
