@@ -25,7 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from humanmatting.cli.common import positive_int  # noqa: E402
+from humanmatting.cli.common import open_fraction, positive_int  # noqa: E402
 from humanmatting.data.readers import read_dataset  # noqa: E402
 from humanmatting.evaluation import (  # noqa: E402
     TFLitePeer, compare, describe_comparison, evaluate)
@@ -41,7 +41,9 @@ def main():
     parser.add_argument("--backgrounds", nargs="*", default=[],
                         help="folders of people-free photos (every target empty)")
     parser.add_argument("--split", choices=("all", "val"), default="all",
-                        help="val: only the fixed 10%% validation split the trainer holds back")
+                        help="val: only the fixed validation split the trainer holds back")
+    parser.add_argument("--val-fraction", type=open_fraction, default=0.1,
+                        help="with --split val: the fraction training held back (default 0.1)")
     parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL])
     parser.add_argument("--peer", nargs="*", default=[], help="TFLite peer files")
     parser.add_argument("--threads", type=positive_int, default=2)
@@ -73,7 +75,7 @@ def main():
             print(f"compare_peers.py: {err}", file=sys.stderr)
             return 1
         if args.split == "val":
-            pairs = pairs.split(0.1)[1]
+            pairs = pairs.split(args.val_fraction)[1]
         if args.limit:
             pairs.images, pairs.targets = pairs.images[:args.limit], pairs.targets[:args.limit]
         result = evaluate(predictors, pairs)

@@ -184,7 +184,8 @@ def test_compare_peers_needs_data(tmp_path):
     (tmp_path / "bad.tflite").write_bytes(b"garbage")
     for args, message in [(("--models", "nope"), "compare_peers.py: unknown model 'nope'"),
                           (("--peer", tmp_path / "bad.tflite"), "bad.tflite: not a TFLite model"),
-                          (("--limit", "0"), "0 must be at least 1")]:
+                          (("--limit", "0"), "0 must be at least 1"),
+                          (("--val-fraction", "1"), "1.0 must be between 0 and 1")]:
         result = run_script("compare_peers.py", "--backgrounds", tmp_path, *args, cwd=tmp_path)
         assert result.returncode in (1, 2) and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr

@@ -240,6 +240,27 @@ def test_predict_and_eval_run_the_int8_backend(tmp_path):
     assert result.returncode == 1 and "--quantize int8 needs --backend tflite" in result.stderr
 
 
+def test_eval_scores_one_side_of_the_split_the_model_was_trained_with(tmp_path):
+    from humanmatting.data.readers import read_dataset
+
+    people = make_folder_dataset(tmp_path / "people", count=12, shape=(48, 40))
+    (people / "masks" / "p003.png").unlink()   # a missing mask is listed on its side
+    train, val = read_dataset(people).split(0.5)
+    one = ("--scales", "1", "--no-flip", "--no-refine", "--json")
+    for side, part in (("val", val), ("train", train)):
+        result = run_cli("eval", "--data", people, "--model", "likeunet_night_lite", "--split",
+                         side, "--val-fraction", "0.5", *one, cwd=tmp_path)
+        report = json.loads(result.stdout)
+        assert report["count"] == len(part) and report["split"] == f"{side} (0.5)"
+        assert [path for path, _ in report["failed"]] == [path for path, _ in part.problems]
+        assert result.returncode == (1 if part.problems else 0)
+    assert len(val) + len(train) == 11 and val.problems + train.problems
+    for bad in ("1", "0", "x"):
+        result = run_cli("eval", "--data", people, "--split", "val", "--val-fraction", bad,
+                         cwd=tmp_path)
+        assert result.returncode == 2 and "--val-fraction" in result.stderr
+
+
 def test_eval_next_to_a_peer_compares_image_by_image(tmp_path):
     people = make_folder_dataset(tmp_path / "people", count=3, shape=(80, 64))
     peer = fixed_size_peer(tmp_path / "peer.tflite")

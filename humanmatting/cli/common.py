@@ -104,6 +104,17 @@ def positive_int(text):
     return value
 
 
+def open_fraction(text):
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 1")
+    return value
+
+
 def add_backend_options(p):
     """--backend and --quantize: which runtime runs the model (predict, eval, bench, demo)."""
     p.add_argument("--backend", choices=("keras", "onnx", "tflite"), default="keras",

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from humanmatting.cli.common import (Progress, add_backend_options, check_backend_options,
-                                     import_tensorflow, positive_int, quiet_logs,
-                                     report_failures, user_error)
+                                     import_tensorflow, open_fraction, positive_int,
+                                     quiet_logs, report_failures, user_error)
 from humanmatting.registry import check_min_confidence, check_min_region, check_scales
 
 FORMATS = ("alpha", "rgba", "composite")
@@ -292,7 +292,11 @@ def _add_eval(sub):
     p.add_argument("--model", default=None, help="registered model (see `humanmatting list`)")
     p.add_argument("--weights", default="default", help="weights file instead of the released")
     p.add_argument("--split", default="all", choices=("all", "val", "train"),
-                   help="score the whole dataset or one side of the fixed 10%% hash split")
+                   help="score the whole dataset or one side of the fixed hash split")
+    p.add_argument("--val-fraction", type=open_fraction, default=0.1,
+                   help="with --split: the validation fraction the model was trained with "
+                        "(default 0.1, the training config's); a larger one than the "
+                        "training's would score training images")
     p.add_argument("--peer-tflite", default=None,
                    help="also score a TFLite peer (e.g. MediaPipe Selfie) on the same images")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -312,7 +316,7 @@ def cmd_eval(args):
     except (ValueError, FileNotFoundError) as err:
         return user_error(str(err))
     if args.split != "all":
-        pairs = pairs.split(0.1)[args.split == "val"]
+        pairs = pairs.split(args.val_fraction)[args.split == "val"]
     if not len(pairs):
         return user_error(f"{args.data}: no image/target pairs")
     import_tensorflow()
@@ -330,6 +334,7 @@ def cmd_eval(args):
     bar = Progress(len(pairs))
     result = evaluate(predictors, pairs, progress=lambda i, n, path: bar.update(i, Path(path).name))
     result["data"] = str(args.data)
+    result["split"] = args.split if args.split == "all" else f"{args.split} ({args.val_fraction})"
     result["soft_ground_truth"] = pairs.refined
     if args.peer_tflite and result["count"]:
         # is the gap to the peer more than the luck of these images? (paired bootstrap)
