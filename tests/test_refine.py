@@ -73,6 +73,9 @@ def test_closed_form_alpha_equals_pymatting():
     tiny = np.full((2, 7), 0.5)
     tiny[:, 0], tiny[:, -1] = 0, 1
     np.testing.assert_array_equal(closed_form_alpha(np.zeros((2, 7, 3)), tiny), tiny)
+    # nothing known: no solve to anchor, the trimap itself
+    unknown = np.full((6, 6), 0.5)
+    np.testing.assert_array_equal(closed_form_alpha(np.zeros((6, 6, 3)), unknown), unknown)
 
 
 def test_refine_masks_cli_resumes_and_labels(tmp_path):
