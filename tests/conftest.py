@@ -11,6 +11,15 @@ import pytest  # noqa: E402
 from humanmatting.io import sample_image_path  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global seeds (Python, NumPy and the Keras backend), so a
+    model built with random initial weights is the same model on every run."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+
 @pytest.fixture
 def sample_path():
     return sample_image_path()
