@@ -49,8 +49,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="humanmatting-pipeline-") as tmp:
         try:
             spec = get_preset(args.model).input
-            args.sizes = (check_sizes([parse_size(t) for t in args.sizes.split(",")],
-                                      spec.divisor) if args.sizes else SIZES_256)
+            sizes = (check_sizes([parse_size(t) for t in args.sizes.split(",")], spec.divisor)
+                     if args.sizes else SIZES_256)
             if args.data:
                 lists = [read_dataset(d) for d in args.data]
             else:
@@ -66,19 +66,15 @@ def main(argv=None):
         except (ValueError, FileNotFoundError) as err:
             print(f"pipeline.py: {err}", file=sys.stderr)
             return 1
-        for path, reason in store.problems:
+        for path, reason in store.problems:   # an empty store has raised above
             print(f"pipeline.py: left out {path}: {reason}", file=sys.stderr)
-        if not len(store):
-            print("pipeline.py: no usable image/mask pair in " + ", ".join(args.data),
-                  file=sys.stderr)
-            return 1
-        return _measure(args, spec, store, lists, backgrounds)
+        return _measure(args, spec, sizes, store, [1.0] * len(lists), backgrounds)
 
 
-def _measure(args, spec, store, lists, backgrounds):
-    ds = pipeline.train_dataset(store, [1.0] * len(lists), input_spec=spec,
+def _measure(args, spec, sizes, store, weights, backgrounds):
+    ds = pipeline.train_dataset(store, weights, input_spec=spec,
                                 batch_size=args.batch_size, steps_per_epoch=args.batches + 5,
-                                epochs=1, sizes=args.sizes, backgrounds=backgrounds)
+                                epochs=1, sizes=sizes, backgrounds=backgrounds)
     it = iter(ds)
     warm = [next(it) for _ in range(5)]
     start = time.perf_counter()
@@ -103,7 +99,7 @@ def _measure(args, spec, store, lists, backgrounds):
     train = steps * args.batch_size / (time.perf_counter() - start)
 
     print(f"data: {', '.join(args.data) or 'generated 600x450 folder'} ({len(store)} images)")
-    print(f"sizes: {len(args.sizes)} bucket(s), batch {args.batch_size}, "
+    print(f"sizes: {len(sizes)} bucket(s), batch {args.batch_size}, "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()} threads")
     print(f"pipeline      {pipe:8.1f} images/s")
     print(f"training step {train:8.1f} images/s  ({args.model}, XLA)")

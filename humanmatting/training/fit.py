@@ -201,10 +201,8 @@ def _initial_model(config, run_dir, resume, log, calibration_images):
         model = keras.models.load_model(checkpoint)
         return model, state
     model = create_model(config.model, weights=None, deploy=False, **config.overrides)
-    if config.init_from:
+    if config.init_from:   # its existence is checked by _check_inputs, before the data
         source = Path(config.init_from)
-        if not source.is_file():
-            raise FileNotFoundError(f"init_from: {source}: no such file")
         if source.suffix == ".keras":
             src_model = keras.models.load_model(source, compile=False)
             src_name = config.init_from_model or config.model
