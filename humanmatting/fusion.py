@@ -1,31 +1,110 @@
-"""Training form to deploy form: fold BatchNorm and ACNet branches into single convolutions."""
+"""Training form to deploy form, by protocol: any layer that has a training form says how to
+give its deploy form, and the walker finds such layers at any depth.
+
+The protocol (no list of class names anywhere):
+- A layer with a training form takes a `deploy` argument, keeps it as `self.deploy` and
+  returns it in `get_config()`; it is registered with `keras.saving`
+  (`@keras.saving.register_keras_serializable`), so its config names its class.
+- A *leaf* (one convolution once fused: `ConvBN`, `ACBlock`) has `fused_weights()`, which
+  returns the deploy twin's weights in that twin's `get_weights()` order, computed from the
+  trained weights (BatchNorm in inference mode).
+- A *composite* (a block built of such layers, e.g. a U^2-Net RSU block) passes `deploy` on to
+  its sublayers and has no `fused_weights()`; the walker goes into it and fuses its parts,
+  matched by the attribute they are stored under.
+
+`fuse(model)` sets `deploy` to True in every such layer's config at every depth, rebuilds the
+model, and copies weights: fused weights for leaves, the weights as they are for everything
+else. A result with a layer still in training form is an error, never a silent pass.
+"""
 
 import keras
 
-from humanmatting.layers import ACBlock, ConvBN
+__all__ = ["fusable_layers", "fuse", "is_deploy"]
 
-FUSABLE = (ACBlock, ConvBN)
+
+def _sublayers(layer):
+    """(attribute, layer) pairs of a layer's direct sublayers (a list attribute gives
+    `name[i]`); the layers of a functional model by name."""
+    if isinstance(layer, keras.Model) and hasattr(layer, "layers") and layer.layers:
+        return [(sub.name, sub) for sub in layer.layers]
+    out = []
+    for attr, value in vars(layer).items():
+        if attr.startswith("_"):
+            continue
+        if isinstance(value, keras.layers.Layer):
+            out.append((attr, value))
+        elif isinstance(value, (list, tuple)):
+            out += [(f"{attr}[{i}]", v) for i, v in enumerate(value)
+                    if isinstance(v, keras.layers.Layer)]
+    return out
+
+
+def _has_training_form(layer):
+    return isinstance(getattr(layer, "deploy", None), bool) and "deploy" in layer.get_config()
+
+
+def fusable_layers(layer, prefix=""):
+    """Every layer with a training form inside `layer` (a model or a layer), at any depth, as
+    (path, layer) pairs; a composite comes before its parts."""
+    out = []
+    for attr, sub in _sublayers(layer):
+        path = f"{prefix}{attr}"
+        if _has_training_form(sub):
+            out.append((path, sub))
+        out += fusable_layers(sub, prefix=path + "/")
+    return out
 
 
 def is_deploy(model):
-    """True when no layer of `model` is in training form."""
-    return all(layer.deploy for layer in model.layers if isinstance(layer, FUSABLE))
+    """True when no layer of `model`, at any depth, is in training form."""
+    return all(layer.deploy for _, layer in fusable_layers(model))
+
+
+def _set_deploy(config):
+    """Sets `deploy` to True in every registered layer config inside `config` (recursively)."""
+    if isinstance(config, dict):
+        inner = config.get("config")
+        if (isinstance(inner, dict) and inner.get("deploy") is False
+                and config.get("registered_name")
+                and keras.saving.get_registered_object(config["registered_name"])):
+            inner["deploy"] = True
+        for value in config.values():
+            _set_deploy(value)
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            _set_deploy(value)
+
+
+def _copy_weights(src, dst, path):
+    if hasattr(src, "fused_weights") and _has_training_form(src):
+        dst.set_weights([w.astype("float32") for w in src.fused_weights()])
+        return
+    subs = _sublayers(src)
+    if not subs:
+        if src.weights:
+            dst.set_weights(src.get_weights())
+        return
+    targets = dict(_sublayers(dst))
+    for attr, sub in subs:
+        if attr not in targets:
+            raise ValueError(f"fuse: {path}{attr} has no counterpart in the deploy form")
+        _copy_weights(sub, targets[attr], f"{path}{attr}/")
 
 
 def fuse(model):
     """Returns the deploy twin of a model in training form.
 
-    The twin is rebuilt from the model's config with every `ACBlock` and `ConvBN` switched to
-    its deploy form (one convolution with bias); their fused kernels and biases are computed
-    from the trained weights (BatchNorm in inference mode), and every other layer's weights are
-    copied by name. Outputs are equal up to float32 rounding.
-
     Args:
         model: a functional keras.Model, usually from `create_model(name, deploy=False)`.
 
     Returns:
-        A new keras.Model with the same inputs and outputs and fewer parameters. A model that
-        is already in deploy form is returned as is.
+        A new keras.Model with the same inputs and outputs, every layer with a training form
+        in its deploy form (one convolution with bias per leaf), outputs equal up to float32
+        rounding. A model already in deploy form is returned as is.
+
+    Raises:
+        ValueError: not a functional model, or a layer that stayed in training form (its
+        path is named).
 
     Example:
         >>> train = create_model("likeunet_dark_light", weights=None, deploy=False)
@@ -36,16 +115,11 @@ def fuse(model):
     if is_deploy(model):
         return model
     config = model.get_config()
-    for layer_config in config["layers"]:
-        if "deploy" in layer_config["config"] and layer_config["class_name"] in (
-                "ACBlock", "ConvBN"):
-            layer_config["config"]["deploy"] = True
+    _set_deploy(config)
     fused = model.__class__.from_config(config)
-    for layer in model.layers:
-        target = fused.get_layer(layer.name)
-        if isinstance(layer, FUSABLE):
-            kernel, bias = layer.fused_weights()
-            target.set_weights([kernel.astype("float32"), bias.astype("float32")])
-        elif layer.weights:
-            target.set_weights(layer.get_weights())
+    left = [path for path, layer in fusable_layers(fused) if not layer.deploy]
+    if left:
+        raise ValueError(f"fuse: {len(left)} layer(s) of {model.name!r} stayed in training "
+                         f"form (not registered with keras.saving?): {', '.join(left[:5])}")
+    _copy_weights(model, fused, "")
     return fused
