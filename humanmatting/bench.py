@@ -5,6 +5,23 @@ import time
 import numpy as np
 
 
+def bench_image(size):
+    """A smooth random (H, W, 3) uint8 RGB image of `size` to time models on."""
+    import cv2
+
+    small = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return cv2.resize(small, size[::-1], interpolation=cv2.INTER_CUBIC)
+
+
+def bench_trimap(size):
+    """A (H, W) trimap of `size` with a band of unknown pixels, for trimap models."""
+    from humanmatting.specs import make_trimap
+
+    mask = np.zeros(size, bool)
+    mask[size[0] // 4:, size[1] // 4:3 * size[1] // 4] = True
+    return make_trimap(mask, erode=4, dilate=4)
+
+
 def parse_size(text):
     """'256x320' -> (256, 320) (height x width)."""
     try:
@@ -46,9 +63,8 @@ def bench(model, size, backend="keras", *, threads=None, runs=50, peer_tflite=No
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     matter = Matter(model, backend=backend, sizes=[size], threads=threads, quantize=quantize)
-    x = np.random.default_rng(0).uniform(
-        0, 255 * matter.input_spec.scale, (1, *size, matter.input_spec.channels)
-    ).astype(np.float32)
+    x = matter.preprocess(bench_image(size), trimap=bench_trimap(size) if
+                          matter.input_spec.trimap else None)
     label = backend + (f" {quantize}" if quantize else "")
     out = {f"{matter.name} ({label}, {size[0]}x{size[1]})": time_calls(
         matter.run, x, runs)}

@@ -24,6 +24,7 @@ import numpy as np
 from humanmatting.fusion import fuse, is_deploy
 from humanmatting.io import atomic_path, check_file
 from humanmatting.registry import create_model, get_preset
+from humanmatting.specs import InputSpec, OutputSpec, person_probability, to_model_input
 
 FORMATS = ("saved_model", "onnx", "tflite")
 QUANTIZATIONS = (None, "fp16", "int8")
@@ -39,17 +40,36 @@ def deployable(model):
     if not is_deploy(model):
         model = fuse(model)
     if isinstance(model.output, dict):
-        model = keras.Model(model.inputs, model.output["fused"], name=model.name)
+        try:
+            key = get_preset(name).output.primary or "fused"
+        except ValueError:
+            key = "fused"
+        model = keras.Model(model.inputs, model.output[key], name=model.name)
     # Keras' ONNX export needs a model that has been called once.
     model(np.zeros((1, 64, 64, model.input_shape[-1]), np.float32))
     return model, name
+
+
+def single_output_spec(spec):
+    """The OutputSpec of an exported model: its primary map alone."""
+    return OutputSpec(kind=OutputSpec.of(spec).kind)
+
+
+def _calibration_trimap(rgb):
+    """A trimap for a calibration image of a trimap model: a band around its mid-gray edge."""
+    import cv2
+
+    from humanmatting.specs import make_trimap
+
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return make_trimap(gray >= np.median(gray), erode=4, dilate=4)
 
 
 def _write_saved_model(model, path):
     model.export(str(path), format="tf_saved_model", verbose=False)
 
 
-def _representative(images, channels, scale, size=(256, 256), count=16):
+def _representative(images, input_spec, size=(256, 256), count=16):
     """Calibration inputs: every user image resized to `size`, topped up with smooth random
     images to at least `count`."""
     import cv2
@@ -65,8 +85,8 @@ def _representative(images, channels, scale, size=(256, 256), count=16):
         small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
         out.append(cv2.resize(small, size[::-1], interpolation=cv2.INTER_CUBIC))
     for rgb in out:
-        x = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None] if channels == 1 else rgb
-        yield [(x.astype(np.float32) * np.float32(scale))[None]]
+        trimap = _calibration_trimap(rgb) if input_spec.trimap else None
+        yield [to_model_input(rgb, input_spec, trimap)[None]]
 
 
 def _write_tflite(model, path, quantize, representative, input_spec):
@@ -81,7 +101,7 @@ def _write_tflite(model, path, quantize, representative, input_spec):
         elif quantize == "int8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: _representative(
-                representative, input_spec.channels, input_spec.scale)
+                representative, input_spec)
         data = converter.convert()
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -134,12 +154,12 @@ def export(model, fmt, output, *, quantize=None, representative=None, check=Fals
         raise ValueError("quantize applies to the tflite format only")
     check_output(output, fmt)
     keras_model, name = deployable(model)
+    output_spec = None
     if input_spec is None:
         try:
             input_spec = get_preset(name).input
+            output_spec = single_output_spec(get_preset(name).output)
         except ValueError:
-            from humanmatting.registry import InputSpec
-
             input_spec = InputSpec(channels=keras_model.input_shape[-1])
     output = Path(output)
     if fmt == "saved_model":
@@ -157,12 +177,17 @@ def export(model, fmt, output, *, quantize=None, representative=None, check=Fals
         _write_tflite(keras_model, output, quantize, representative, input_spec)
     result = {"path": str(output), "format": fmt, "quantize": quantize}
     if check:
-        result["check"] = compare_with_keras(keras_model, output, fmt, input_spec)
+        result["check"] = compare_with_keras(keras_model, output, fmt, input_spec,
+                                             output_spec=output_spec)
     return result
 
 
-def load_runner(path, fmt, threads=None):
-    """A callable running an exported model on (1, H, W, C) float32 -> person probability."""
+def load_runner(path, fmt, threads=None, output_spec=None):
+    """A callable running an exported model on (1, H, W, C) float32 -> person probability
+    (by `output_spec`, a single-output OutputSpec; by default the channels decide)."""
+    def _person(output):
+        return person_probability(np.asarray(output, np.float32), output_spec)
+
     if fmt == "saved_model":
         import tensorflow as tf
 
@@ -195,7 +220,7 @@ def load_runner(path, fmt, threads=None):
         input_name = session.get_inputs()[0].name
         return lambda x: _person(session.run(None, {input_name: x})[0])
     if fmt == "tflite":
-        return _TFLiteRunner(path, threads)
+        return _TFLiteRunner(path, threads, output_spec)
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
 
 
@@ -213,8 +238,9 @@ class _TFLiteRunner:
     results up to rounding) instead of failing: `delegated` says which.
     """
 
-    def __init__(self, path, threads=None):
+    def __init__(self, path, threads=None, output_spec=None):
         self.path = str(path)
+        self.output_spec = output_spec
         # the interpreter's own default runs XNNPACK on one thread; up to 4 of this machine's
         # cores is what MediaPipe uses for its CPU graphs
         self.threads = threads or min(4, os.cpu_count() or 1)
@@ -253,7 +279,7 @@ class _TFLiteRunner:
 
     def __call__(self, x):
         """(1, H, W, C) float32 -> (1, H, W) person probability."""
-        return _person(self.raw(x))
+        return person_probability(np.asarray(self.raw(x), np.float32), self.output_spec)
 
     def raw(self, x):
         """(1, H, W, C) float32 -> the model's output as it is."""
@@ -277,12 +303,8 @@ class _TFLiteRunner:
         return self.interpreter.get_tensor(self.output["index"])
 
 
-def _person(output):
-    output = np.asarray(output, np.float32)
-    return output[..., 1] if output.shape[-1] == 2 else output[..., 0]
-
-
-def compare_with_keras(model, path, fmt, input_spec, size=(96, 160), image=None):
+def compare_with_keras(model, path, fmt, input_spec, size=(96, 160), image=None,
+                       output_spec=None):
     """Max |diff| of person probabilities and IoU of thresholded alphas, on a non-square
     input: `image` ((h, w, 3) uint8 RGB, e.g. a photo) resized to `size`, else smooth random
     structure."""
@@ -294,10 +316,10 @@ def compare_with_keras(model, path, fmt, input_spec, size=(96, 160), image=None)
     else:
         interp = cv2.INTER_AREA
     rgb = cv2.resize(image, size[::-1], interpolation=interp)
-    x = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None] if input_spec.channels == 1 else rgb
-    x = (x.astype(np.float32) * np.float32(input_spec.scale))[None]
-    ref = _person(model(x, training=False))
-    got = load_runner(path, fmt)(x)
+    trimap = _calibration_trimap(rgb) if input_spec.trimap else None
+    x = to_model_input(rgb, input_spec, trimap)[None]
+    ref = person_probability(np.asarray(model(x, training=False)), output_spec)
+    got = load_runner(path, fmt, output_spec=output_spec)(x)
     p, g = got >= 0.5, ref >= 0.5
     union = np.logical_or(p, g).sum()
     return {"max_abs_diff": float(np.abs(got - ref).max()),

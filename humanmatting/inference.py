@@ -1,6 +1,7 @@
 """`Matter`: an image in, the person's alpha matte out, at the image's own size."""
 
 import math
+import os
 import warnings
 
 import cv2
@@ -8,10 +9,11 @@ import keras
 import numpy as np
 
 from humanmatting.fusion import fuse, is_deploy
-from humanmatting.io import load_rgb
-from humanmatting.registry import (DEFAULT_MODEL, InputSpec, check_min_confidence,
-                                   check_min_region, check_scales, create_model, get_preset,
-                                   released_tflite)
+from humanmatting.io import load_gray, load_rgb
+from humanmatting.registry import (DEFAULT_MODEL, check_min_confidence, check_min_region,
+                                   check_scales, create_model, get_preset, released_tflite)
+from humanmatting.specs import (TRIMAP_BG, TRIMAP_FG, InputSpec, OutputSpec, check_trimap,
+                                person_probability, to_model_input)
 
 BACKENDS = ("keras", "onnx", "tflite")
 #: Half-width of the refinement's unknown band, as a fraction of the image's long side (on the
@@ -114,7 +116,7 @@ class KerasBackend:
         import tensorflow as tf
 
         self.model = model
-        self.output = output
+        self.output = OutputSpec.of(output)
         channels = model.input_shape[-1]
         self._fn = tf.function(
             lambda x: model(x, training=False),
@@ -126,7 +128,11 @@ class KerasBackend:
 
     def __call__(self, batch):
         """(B, h, w, C) float32 -> (B, h, w) person probability."""
-        return _person_channel(self._fn(batch), self.output)
+        output = self._fn(batch)
+        if isinstance(output, dict):
+            output = {k: np.asarray(v) for k, v in output.items()}
+        return person_probability(np.asarray(output) if not isinstance(output, dict)
+                                  else output, self.output)
 
 
 class ExportedBackend:
@@ -137,10 +143,10 @@ class ExportedBackend:
     backend's up to the runtime's float rounding.
     """
 
-    def __init__(self, model, fmt, path=None, threads=None, quantize=None):
+    def __init__(self, model, fmt, path=None, threads=None, quantize=None, output="softmax2"):
         import tempfile
 
-        from humanmatting.export import export, load_runner
+        from humanmatting.export import export, load_runner, single_output_spec
 
         if path is None:
             if quantize == "int8":
@@ -152,17 +158,11 @@ class ExportedBackend:
             path = f"{self._tmp.name}/model.{fmt}"
             export(model, fmt, path, quantize=quantize)
         self.path = str(path)
-        self._run = load_runner(path, fmt, threads=threads)
+        self._run = load_runner(path, fmt, threads=threads,
+                                output_spec=single_output_spec(output))
 
     def __call__(self, batch):
         return self._run(np.ascontiguousarray(batch, np.float32))
-
-
-def _person_channel(output, kind):
-    if isinstance(output, dict):
-        output = output["fused"]
-    output = np.asarray(output)
-    return output[..., 1] if kind == "softmax2" else output[..., 0]
 
 
 def _cover(background, height, width):
@@ -262,6 +262,7 @@ class Matter:
             self.name = model
             self.input_spec = preset.input
             self.output = preset.output
+            self.task = preset.task
             keras_model = create_model(model, weights=weights)
             flip = preset.flip if flip is None else flip
             scales = preset.scales if scales is None else scales
@@ -272,7 +273,8 @@ class Matter:
         elif isinstance(model, keras.Model):
             self.name = model.name
             self.input_spec = input_spec or InputSpec(channels=model.input_shape[-1])
-            self.output = output
+            self.output = OutputSpec.of(output)
+            self.task = "trimap_matting" if self.input_spec.trimap else "segmentation"
             keras_model = model if is_deploy(model) else fuse(model)
         else:
             raise ValueError(f"model must be a registered name or a keras.Model, got "
@@ -297,20 +299,20 @@ class Matter:
                     and weights == "default"):
                 exported = released_tflite(model, quantize)
             self._run = ExportedBackend(keras_model, backend, path=exported, threads=threads,
-                                        quantize=quantize)
+                                        quantize=quantize, output=self.output)
         self.quantize = quantize
 
-    def preprocess(self, image, scale=1.0):
-        """(H, W, 3) uint8 RGB -> (1, h, w, C) float32 model input at the chosen size (times
-        `scale`, sides rounded to the divisor)."""
+    def preprocess(self, image, scale=1.0, trimap=None):
+        """(H, W, 3) uint8 RGB (and (H, W) uint8 trimap) -> (1, h, w, C) float32 model input
+        at the chosen size (times `scale`, sides rounded to the divisor)."""
         height, width = image.shape[:2]
         h, w = scaled_size(choose_size(height, width, self.sizes), scale,
                            self.input_spec.divisor)
         interp = cv2.INTER_AREA if h * w < height * width else cv2.INTER_LINEAR
         x = cv2.resize(image, (w, h), interpolation=interp)
-        if self.input_spec.channels == 1:
-            x = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None]
-        return (x.astype(np.float32) * np.float32(self.input_spec.scale))[None]
+        if trimap is not None:
+            trimap = cv2.resize(trimap, (w, h), interpolation=cv2.INTER_NEAREST)
+        return to_model_input(x, self.input_spec, trimap)[None]
 
     def run(self, x):
         """The model alone on a prepared batch, as timed by the benchmarks.
@@ -324,12 +326,15 @@ class Matter:
         """
         return np.asarray(self._run(np.ascontiguousarray(x, np.float32)))
 
-    def predict(self, image):
+    def predict(self, image, trimap=None):
         """Alpha matte of the people in an image.
 
         Args:
             image: (H, W, 3) uint8 RGB array (RGBA, gray and float [0, 1] are converted) or
                 the path of an image file.
+            trimap: for a trimap-matting model: (H, W) uint8 0 / 128 / 255 (background /
+                unknown / foreground) or the path of such an image; its known regions are
+                copied into the alpha.
 
         Returns:
             (H, W) float32 alpha in [0, 1], 1 = person, at the image's own size.
@@ -338,13 +343,24 @@ class Matter:
             FileNotFoundError, humanmatting.io.ImageError: a path that is missing, empty or not
                 an image.
             ValueError: an array of the wrong shape or dtype, or floats that are not finite
-                or lie far outside [0, 1].
+                or lie far outside [0, 1]; a trimap given to a model that takes none, missing
+                for one that does, or not a usable trimap (`humanmatting.specs.check_trimap`).
         """
         image = load_rgb(image)
         height, width = image.shape[:2]
+        if self.input_spec.trimap:
+            if trimap is None:
+                raise ValueError(f"{self.name} is a trimap-matting model: pass trimap= (an "
+                                 "(H, W) uint8 0 / 128 / 255 array or an image file)")
+            what = str(trimap) if isinstance(trimap, (str, os.PathLike)) else "trimap"
+            if isinstance(trimap, (str, os.PathLike)):
+                trimap = load_gray(trimap)
+            trimap = check_trimap(trimap, (height, width), what)
+        elif trimap is not None:
+            raise ValueError(f"{self.name} takes no trimap (it is a {self.task} model)")
         total = np.zeros((height, width), np.float32)
         for scale in self.scales:
-            x = self.preprocess(image, scale)
+            x = self.preprocess(image, scale, trimap)
             alpha = self.run(x)[0]
             if self.flip:
                 mirrored = self.run(x[:, :, ::-1])[0]
@@ -352,6 +368,9 @@ class Matter:
             total += cv2.resize(alpha.astype(np.float32), (width, height),
                                 interpolation=cv2.INTER_LINEAR)
         alpha = np.clip(total / len(self.scales), 0.0, 1.0)
+        if trimap is not None:   # the user's known regions are the answer there
+            alpha[trimap == TRIMAP_FG] = 1.0
+            alpha[trimap == TRIMAP_BG] = 0.0
         prob = alpha   # the model's own belief, which the confidence test reads
         if self.refine:
             from humanmatting.data.refine import refine_alpha

@@ -96,6 +96,15 @@ def load_rgb(image, what="image"):
     return as_rgb(image, what)
 
 
+def load_gray(path):
+    """An image file as (H, W) uint8, one channel as stored (a trimap, a mask)."""
+    path = check_file(path)
+    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return image
+
+
 def parse_color(text):
     """'green', '#00b140', '0,177,64' -> (r, g, b); ValueError otherwise."""
     text = text.strip().lower()

@@ -8,21 +8,15 @@ Predictions are (B, H, W, 2) softmax (channel 1 = person) or (B, H, W, 1) probab
 import keras
 from keras import ops
 
+from humanmatting import specs
+from humanmatting.specs import split_target
+
 EPS = 1e-6
 
 
-def split_target(y_true):
-    """(alpha, refined) from a pipeline target, each (B, H, W)."""
-    y_true = ops.cast(y_true, "float32")
-    alpha = y_true[..., 0]
-    refined = y_true[..., 1] if y_true.shape[-1] == 2 else ops.ones_like(alpha)
-    return alpha, refined
-
-
-def person_probability(y_pred):
-    """(B, H, W) person probability from a 2-class softmax or a 1-channel output."""
-    y_pred = ops.cast(y_pred, "float32")
-    return y_pred[..., 1] if y_pred.shape[-1] == 2 else y_pred[..., 0]
+def person_probability(y_pred, spec=None):
+    """(B, H, W) float32 person probability from a model output (`humanmatting.specs`)."""
+    return ops.cast(specs.person_probability(y_pred, spec), "float32")
 
 
 def bce(alpha, prob):
@@ -65,6 +59,9 @@ class MattingLoss(keras.losses.Loss):
         >>> terms = MattingLoss().terms(y_true, y_pred)   # {"ce": ..., "iou": ..., "total": ...}
     """
 
+    #: the named terms `terms` returns besides "total"
+    term_names = ("ce", "iou", "alpha_l1", "gradient")
+
     def __init__(self, ce_weight=1.0, iou_weight=0.5, l1_weight=1.0, grad_weight=0.5,
                  name="matting_loss", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -96,3 +93,14 @@ class MattingLoss(keras.losses.Loss):
         config.update(ce_weight=self.ce_weight, iou_weight=self.iou_weight,
                       l1_weight=self.l1_weight, grad_weight=self.grad_weight)
         return config
+
+
+def default_loss(preset, **weights):
+    """The loss a preset's task trains with: MattingLoss for segmentation (one per output
+    name, the same for every side output, for a dict-output model)."""
+    if preset.task != "segmentation":
+        raise ValueError(f"{preset.name}: no default loss for task {preset.task!r} yet")
+    names = preset.output.names
+    if names:
+        return {name: MattingLoss(name=f"{name}_loss", **weights) for name in names}
+    return MattingLoss(**weights)

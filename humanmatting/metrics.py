@@ -26,7 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from humanmatting.losses import person_probability, split_target
+from humanmatting.losses import person_probability
+from humanmatting.specs import split_target
 
 
 def iou(pred, gt, threshold=0.5):
@@ -275,3 +276,35 @@ class MSE(_MeanOverImages):
 
     def per_image(self, alpha, prob):
         return ops.mean(ops.square(prob - alpha), axis=(1, 2)) * 1000.0
+
+
+@keras.saving.register_keras_serializable(package="humanmatting")
+class LossTerm(keras.metrics.Mean):
+    """The mean of one named term of a loss with `terms(y_true, y_pred)` (e.g. MattingLoss's
+    "ce", "iou", "alpha_l1", "gradient"), so that training logs (history.csv, TensorBoard)
+    show every term, not only the weighted total. Logged as `loss_<term>`."""
+
+    def __init__(self, loss, term, name=None, **kwargs):
+        super().__init__(name=name or f"loss_{term}", **kwargs)
+        self.loss = loss
+        self.term = term
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(self.loss.terms(y_true, y_pred)[self.term],
+                                    sample_weight=sample_weight)
+
+    def get_config(self):
+        return {"name": self.name, "term": self.term,
+                "loss": keras.saving.serialize_keras_object(self.loss)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
+        return cls(**config)
+
+
+def loss_term_metrics(loss):
+    """A LossTerm for every named term of `loss` but its total."""
+    names = getattr(loss, "term_names", ())
+    return [LossTerm(loss, name) for name in names]

@@ -13,6 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from humanmatting.specs import SIZES_256, SIZES_320, TASKS, InputSpec, OutputSpec
+
 _REGISTRY = {}
 
 #: The model that `Matter`, `demo.py` and `humanmatting predict` use when none is named: the
@@ -22,16 +24,6 @@ _REGISTRY = {}
 DEFAULT_MODEL = "likeunet_night"
 #: The grayscale model that `demo.py --gray` uses: the best gray one.
 DEFAULT_GRAY_MODEL = "likeunet_dark"
-
-
-#: (H, W) sizes, multiples of 32, short side 256, ratios 1:2 .. 2:1.
-SIZES_256 = ((256, 512), (256, 448), (256, 384), (256, 320), (256, 256),
-             (320, 256), (384, 256), (448, 256), (512, 256))
-#: The same ratios at short side 320: what the models trained here run at (their training
-#: crops zoom in, so people look larger in training than in a whole photo at short side 256;
-#: on the validation split, 320 lifts full-body IoU by about 0.02 and costs portraits 0.002).
-SIZES_320 = ((320, 640), (320, 576), (320, 480), (320, 416), (320, 320),
-             (416, 320), (480, 320), (576, 320), (640, 320))
 
 
 def check_scales(scales):
@@ -64,31 +56,16 @@ def check_min_confidence(value, name="min_confidence"):
 
 
 @dataclasses.dataclass(frozen=True)
-class InputSpec:
-    """How an RGB uint8 image becomes a model input.
-
-    Attributes:
-        channels: 3 for RGB, 1 for grayscale (ITU-R BT.601 luma, as OpenCV computes it).
-        scale: the uint8 values are multiplied by this (1/255 for [0, 1], 1.0 for raw 0-255).
-        divisor: height and width must be multiples of this.
-        sizes: preferred (H, W) sizes; an image runs at the one nearest its aspect ratio.
-    """
-
-    channels: int = 3
-    scale: float = 1.0 / 255.0
-    divisor: int = 32
-    sizes: tuple = SIZES_256
-
-
-@dataclasses.dataclass(frozen=True)
 class Preset:
     """Everything known about a registered model besides its architecture.
 
     Attributes:
         name: registered name.
         builder: function(**overrides) -> keras.Model.
-        input: the input convention.
-        output: "softmax2" (B, H, W, 2) with channel 1 = person, or "sigmoid" (B, H, W, 1).
+        input: the input convention (`humanmatting.specs.InputSpec`).
+        output: what the model gives (`humanmatting.specs.OutputSpec`; a kind name is
+            accepted and converted).
+        task: "segmentation" or "trimap_matting": the default loss, metrics and evaluation.
         weights: file name under the weights directory, or None when none is released.
         sha256: hex digest of the weights file; when None, the digest listed for the file in
             the weights folder's SHA256SUMS (written by the release export) is checked.
@@ -112,7 +89,8 @@ class Preset:
     name: str
     builder: object
     input: InputSpec = InputSpec()
-    output: str = "softmax2"
+    output: OutputSpec = OutputSpec()
+    task: str = "segmentation"
     weights: str | None = None
     sha256: str | None = None
     description: str = ""
@@ -122,6 +100,14 @@ class Preset:
     refine: str | None = None
     min_region: float = 0.0
     min_confidence: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "output", OutputSpec.of(self.output))
+        if self.task not in TASKS:
+            raise ValueError(f"{self.name}: task must be one of {TASKS}, got {self.task!r}")
+        if (self.task == "trimap_matting") != self.input.trimap:
+            raise ValueError(f"{self.name}: a trimap_matting model takes a trimap input and "
+                             "a segmentation model none")
 
 
 def weights_dir():

@@ -58,8 +58,9 @@ def test_aisegment_and_list_readers(tmp_path):
     pairs = read_dataset(root, "aisegment")
     assert len(pairs) == 1 and pairs.alpha_channel and pairs.refined
     store = pipeline.ImageStore([pairs])
-    _, alpha = store.fetch(0)
-    assert int(alpha.numpy().max()) == 200   # the matte is the PNG's alpha channel
+    sample = store.sample(0)
+    assert round(float(sample["alpha"].max()) * 255) == 200   # the PNG's alpha channel
+    assert sample["refined"]
 
     listing = tmp_path / "train.txt"
     listing.write_text("# image matte\nmatting_human/clip_img/1803151818/clip_00000000/a.jpg "
@@ -124,7 +125,7 @@ def test_train_batches_are_bucketed_and_typed(tmp_path):
 
 
 def test_gray_raw_input_convention(tmp_path):
-    x, _ = next(iter(_dataset(tmp_path, spec=InputSpec(channels=1, scale=1.0))))
+    x, _ = next(iter(_dataset(tmp_path, spec=InputSpec(channels=1, normalisation="0-255"))))
     assert x.shape[-1] == 1 and float(tf.reduce_max(x)) > 1.5   # raw 0-255 values
 
 
@@ -154,11 +155,17 @@ def test_val_dataset_resizes_whole_images(tmp_path):
 
 
 def test_trimap_hand_computed():
-    alpha = np.zeros((1, 9, 9, 1), np.float32)
-    alpha[0, 2:7, 2:7] = 1.0
-    trimap = pipeline.trimap_from_alpha(alpha, erode=1, dilate=1).numpy()[0, ..., 0]
-    assert trimap[4, 4] == 1.0          # deep inside: foreground
-    assert trimap[0, 0] == 0.0          # far outside: background
-    assert trimap[2, 2] == 0.5          # the edge itself: unknown
-    assert trimap[1, 4] == 0.5          # one pixel outside: unknown (dilated)
-    assert set(np.unique(trimap).tolist()) == {0.0, 0.5, 1.0}
+    from humanmatting.specs import make_trimap
+
+    alpha = np.zeros((9, 9), np.float32)
+    alpha[2:7, 2:7] = 1.0
+    alpha[4, 6] = 0.5                   # a soft pixel is unknown however deep it lies
+    trimap = make_trimap(alpha, erode=1, dilate=1)
+    assert trimap.dtype == np.uint8
+    assert trimap[4, 6] == 128 and trimap[4, 5] == 128   # the soft pixel and its neighbour
+    assert trimap[4, 4] == 255          # two pixels from it: a 3x3 ellipse is a cross
+    assert trimap[3, 3] == 255          # deep inside: foreground
+    assert trimap[0, 0] == 0            # far outside: background
+    assert trimap[2, 2] == 128          # the edge itself: unknown
+    assert trimap[1, 4] == 128          # one pixel outside: unknown (dilated)
+    assert set(np.unique(trimap).tolist()) == {0, 128, 255}

@@ -51,6 +51,16 @@ def import_tensorflow():
         import tensorflow  # noqa: F401
 
 
+def import_keras():
+    """Imports Keras, and TensorFlow too when it is Keras's backend (`KERAS_BACKEND`; training
+    also runs on JAX or PyTorch, without TensorFlow), without their start-up chatter."""
+    with quiet_stderr():
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow  # noqa: F401
+
+
 def user_error(message):
     """Prints a one-line error for the user and returns the exit code 1."""
     print(f"error: {message}", file=sys.stderr)

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from humanmatting.cli.common import (Progress, add_backend_options, check_backend_options,
-                                     import_tensorflow, open_fraction, positive_int,
-                                     quiet_logs, report_failures, user_error)
+                                     import_keras, import_tensorflow, open_fraction,
+                                     positive_int, quiet_logs, report_failures, user_error)
 from humanmatting.registry import check_min_confidence, check_min_region, check_scales
 
 FORMATS = ("alpha", "rgba", "composite")
@@ -264,7 +264,7 @@ def cmd_train(args):
         config = load_config(args.config, args.overrides)
     except (ValueError, FileNotFoundError) as err:
         return user_error(str(err))
-    import_tensorflow()
+    import_keras()
     from humanmatting.training.fit import fit
 
     try:

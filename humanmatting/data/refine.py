@@ -21,21 +21,15 @@ import numpy as np
 from humanmatting.data.readers import read_folder
 from humanmatting.evaluation import read_target
 from humanmatting.io import alpha_to_uint8, atomic_path, read_image, write_image
+from humanmatting.specs import make_trimap, unit_trimap
 
 METHODS = ("cf", "knn")
 
 
 def trimap_from_mask(mask, *, erode=8, dilate=8):
-    """(H, W) mask in [0, 1] -> trimap float64: 1 foreground, 0 background, 0.5 unknown."""
-    binary = (np.asarray(mask) >= 0.5).astype(np.uint8)
-    fg = cv2.erode(binary, cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
-                                                     (2 * erode + 1, 2 * erode + 1)))
-    grown = cv2.dilate(binary, cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
-                                                         (2 * dilate + 1, 2 * dilate + 1)))
-    trimap = np.full(binary.shape, 0.5)
-    trimap[fg == 1] = 1.0
-    trimap[grown == 0] = 0.0
-    return trimap
+    """(H, W) mask in [0, 1] -> trimap float64: 1 foreground, 0 background, 0.5 unknown: the
+    band of `humanmatting.specs.make_trimap` around the mask's 0.5 edge."""
+    return unit_trimap(make_trimap(np.asarray(mask) >= 0.5, erode=erode, dilate=dilate))
 
 
 def closed_form_alpha(image, trimap, *, epsilon=1e-7):

@@ -162,7 +162,7 @@ def likeunet_lite(*, input_channels=3, filters=(16, 24, 32, 48, 64), bottleneck_
     return keras.Model(inputs, outputs, name=name)
 
 
-GRAY_RAW = InputSpec(channels=1, scale=1.0)
+GRAY_RAW = InputSpec(channels=1, normalisation="0-255")
 GRAY = InputSpec(channels=1, sizes=SIZES_320)
 RGB = InputSpec(channels=3, sizes=SIZES_320)
 #: Test-time scales of the full-size models: short sides 256 and 384 around their 320 (on the

@@ -64,6 +64,20 @@ class TrainConfig:
         image_cache_short_side: images are held in memory with at most this short side.
         threads: TensorFlow intra-op threads (0: TensorFlow's default, all cores); set it
             when several runs share a machine.
+        workers: threads making training batches (PyDataset path; the tf.data map is
+            parallel by itself).
+        init_grow: with a deploy-form `init_from` of fewer blocks (Night-Lite's depths),
+            start the new residual blocks near the identity (`transfer.init_from_deploy`).
+        teacher: a registered model whose person probability on each training input is
+            blended into the target (knowledge distillation; "" for none);
+            teacher_weights: its deploy-form weights ("default": its release);
+            distil_weight: the teacher's share w: alpha <- (1 - w) alpha + w teacher.
+        freeze_batchnorm: every BatchNorm in inference mode with fixed statistics (fine-tuning
+            a converged model with small batches).
+        keep_epochs: also keep every epoch's training-form weights, `epochs/epNNN.weights.h5`
+            (for `humanmatting soup --training-weights`, weight averaging).
+        max_minutes: stop after the first epoch that ends past this many minutes of this
+            session's training (0: no limit); `--resume` goes on from there.
     """
 
     model: str = "likeunet_night"
@@ -96,6 +110,14 @@ class TrainConfig:
     peer_tflite: str = ""
     image_cache_short_side: int = 384
     threads: int = 0
+    workers: int = 2
+    init_grow: bool = False
+    teacher: str = ""
+    teacher_weights: str = "default"
+    distil_weight: float = 0.5
+    freeze_batchnorm: bool = False
+    keep_epochs: bool = False
+    max_minutes: float = 0.0
 
     def __post_init__(self):
         self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]
@@ -127,6 +149,8 @@ class TrainConfig:
                                  f"got {value!r}")
         if not self.val_fraction < 1:
             raise ValueError(f"val_fraction must be below 1, got {self.val_fraction!r}")
+        if self.distil_weight > 1:
+            raise ValueError(f"distil_weight must be in [0, 1], got {self.distil_weight!r}")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -137,7 +161,8 @@ _RANGES = (("val_fraction", 0, True), ("batch_size", 1, False), ("epochs", 1, Fa
            ("steps_per_epoch", 0, False), ("learning_rate", 0, True),
            ("warmup_epochs", 0, False), ("weight_decay", 0, False), ("seed", 0, False),
            ("early_stopping_patience", 0, False), ("image_cache_short_side", 32, False),
-           ("threads", 0, False))
+           ("threads", 0, False), ("workers", 1, False), ("distil_weight", 0, False),
+           ("max_minutes", 0, False))
 
 
 def _coerce(value, annotation):

@@ -10,6 +10,12 @@ A run folder (`config.out_dir`) holds:
 Resume is exact: the data of epoch e depend only on (seed, e) (see `humanmatting.data.pipeline`)
 and ops run deterministically, so a resumed run ends with the same weights as one that was
 never interrupted.
+
+The same `fit` runs on every Keras backend: TensorFlow (tf.data, distribution strategies,
+TensorBoard scalars and image grids, the release export at the end) and JAX or PyTorch
+(a PyDataset of the same batches; for a GPU machine without TensorFlow: history.csv holds
+every named loss term, and the weights it writes load, fuse and export on the TensorFlow
+side).
 """
 
 import csv
@@ -21,21 +27,47 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from humanmatting.data import pipeline
 from humanmatting.data.readers import read_dataset
 from humanmatting.fusion import fuse
 from humanmatting.io import atomic_path
 from humanmatting.losses import MattingLoss
-from humanmatting.metrics import AlphaMAE, PersonIoU
+from humanmatting.metrics import AlphaMAE, PersonIoU, loss_term_metrics
 from humanmatting.registry import create_model, get_preset
+from humanmatting.specs import person_probability
 from humanmatting.training.config import TrainConfig
 from humanmatting.training.transfer import init_from_deploy, transfer_weights
 
 
+def _on_tensorflow():
+    return keras.backend.backend() == "tensorflow"
+
+
+def tf_dataset_types():
+    """(tf.data.Dataset,) on the TensorFlow backend, () elsewhere."""
+    if not _on_tensorflow():
+        return ()
+    import tensorflow as tf
+
+    return (tf.data.Dataset,)
+
+
 def _has_gpu():
-    return bool(tf.config.list_physical_devices("GPU"))
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
 
 
 def choose_precision(config):
@@ -52,6 +84,11 @@ def _has_depthwise(model):
 
 
 def choose_jit(config, strategy, model=None):
+    if not _on_tensorflow():   # JAX always compiles with XLA; torch.compile is opt-in
+        return config.jit_compile != "false" if keras.backend.backend() == "jax" else (
+            config.jit_compile == "true")
+    import tensorflow as tf
+
     if config.jit_compile == "auto":
         # XLA speeds the plain convnets up on CPU and GPU alike (about 1.3x on 2 CPU cores),
         # but makes a depthwise model's training step on CPU 3.7x slower (Night-Lite: 2.56 s
@@ -64,7 +101,25 @@ def choose_jit(config, strategy, model=None):
     return config.jit_compile == "true"
 
 
+class _NoStrategy:
+    """The default 'strategy' of the JAX and PyTorch backends: one replica, no scope."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
 def make_strategy(name, devices=()):
+    if not _on_tensorflow():
+        if name != "default":
+            raise ValueError(f"strategy {name!r} needs the TensorFlow backend (running on "
+                             f"{keras.backend.backend()})")
+        return _NoStrategy()
+    import tensorflow as tf
+
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(list(devices) or None)
     if name == "multi_worker":
@@ -100,9 +155,10 @@ class RunState(keras.callbacks.Callback):
     resumed run takes the same decisions as an uninterrupted one.
     """
 
-    def __init__(self, run_dir, monitor, patience, state=None):
+    def __init__(self, run_dir, monitor, patience, state=None, keep_epochs=False):
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.keep_epochs = keep_epochs
         self.monitor = monitor
         self.patience = patience
         state = state or {}
@@ -126,6 +182,10 @@ class RunState(keras.callbacks.Callback):
         else:
             self.wait += 1
         self._append_history(epoch, logs)
+        if self.keep_epochs:
+            (self.run_dir / "epochs").mkdir(exist_ok=True)
+            with atomic_path(self.run_dir / "epochs" / f"ep{epoch:03d}.weights.h5") as tmp:
+                self.model.save_weights(tmp)
         with atomic_path(self.run_dir / "checkpoint.keras") as tmp:
             self.model.save(tmp)
         state = {"epoch": epoch + 1, "best": self.best, "best_epoch": self.best_epoch,
@@ -149,17 +209,65 @@ class RunState(keras.callbacks.Callback):
             writer.writerows(rows)
 
 
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training after the first epoch that ends past `minutes` (0: never)."""
+
+    def __init__(self, minutes, log=print):
+        super().__init__()
+        self.minutes, self.log, self.start = minutes, log, time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.minutes and time.time() - self.start > 60 * self.minutes:
+            self.log(f"stopping after epoch {epoch}: past max_minutes={self.minutes:g} "
+                     "(--resume goes on)")
+            self.model.stop_training = True
+
+
+def freeze_batchnorm(model):
+    """Every BatchNorm inside `model`, at any depth, in inference mode with fixed statistics
+    and affine weights (Keras 3 runs a non-trainable BatchNormalization in inference mode even
+    in training); returns how many."""
+    frozen = 0
+    for layer in model._flatten_layers(include_self=False):   # Keras's own walk, any depth
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
+def make_teacher(config, input_spec):
+    """The teacher's predict function for distillation (None without one)."""
+    if not config.teacher:
+        return None
+    teacher_spec = get_preset(config.teacher).input
+    if (teacher_spec.model_channels, teacher_spec.normalisation) != (
+            input_spec.model_channels, input_spec.normalisation):
+        raise ValueError(f"teacher {config.teacher} reads {teacher_spec.model_channels}-channel "
+                         f"{teacher_spec.normalisation} input; {config.model} reads "
+                         f"{input_spec.model_channels}-channel {input_spec.normalisation}: "
+                         "they must match")
+    teacher = create_model(config.teacher, weights=config.teacher_weights)
+    output = get_preset(config.teacher).output
+    return lambda x: np.asarray(person_probability(
+        keras.ops.convert_to_numpy(teacher(x, training=False)), output))
+
+
 class ImageGrid(keras.callbacks.Callback):
     """Writes a TensorBoard image grid (input | target | prediction) each epoch."""
 
     def __init__(self, log_dir, images, targets):
+        import tensorflow as tf
+
         super().__init__()
         self.writer = tf.summary.create_file_writer(str(Path(log_dir) / "images"))
-        self.images, self.targets = images, targets
+        self.images = tf.convert_to_tensor(images, tf.float32)
+        self.targets = tf.convert_to_tensor(targets, tf.float32)
 
     def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
         pred = self.model(self.images, training=False)
-        prob = pred[..., 1:2] if pred.shape[-1] == 2 else pred
+        prob = person_probability(pred)[..., None]
         image = self.images
         image = image / tf.reduce_max([tf.reduce_max(image), 1.0])
         if image.shape[-1] == 1:
@@ -211,14 +319,16 @@ def _initial_model(config, run_dir, resume, log, calibration_images):
             try:
                 src_model = create_model(src_name, weights=source, deploy=False)
             except ValueError as err:  # a released (fused) file: same architecture only
-                if src_name != config.model:
+                if src_name != config.model and not config.init_grow:
                     raise ValueError(f"init_from: {source} is not a training-form file of "
                                      f"{src_name!r}; a deploy-form (released) file must be of "
                                      f"{config.model!r} itself") from err
                 src_model = create_model(src_name, weights=source, deploy=True)
-                copied = init_from_deploy(src_model, model, calibration_images())
+                copied = init_from_deploy(src_model, model, calibration_images(),
+                                          grow=config.init_grow)
                 log(f"initialised {len(copied)} layers from the deploy-form {source}, "
-                    "BatchNorm statistics from a few training batches")
+                    "BatchNorm statistics from a few training batches"
+                    + (" (new blocks near the identity)" if config.init_grow else ""))
                 return model, {"epoch": 0}
         ratio = get_preset(src_name).input.scale / get_preset(config.model).input.scale
         copied = transfer_weights(src_model, model, input_scale=ratio)
@@ -229,13 +339,17 @@ def _initial_model(config, run_dir, resume, log, calibration_images):
 def _calibration_images(config, train_store, weights, input_spec, sizes, backgrounds,
                         batches=4):
     """A few augmented training batches, resized to the first one's size and stacked."""
-    ds = pipeline.train_dataset(
+    import cv2
+
+    maker = pipeline.BatchMaker(
         train_store, weights, input_spec=input_spec, batch_size=config.batch_size,
-        steps_per_epoch=batches, epochs=1, seed=config.seed + 1, sizes=sizes,
+        steps_per_epoch=batches, seed=config.seed + 1, sizes=sizes,
         augment=pipeline.AugmentConfig(**config.augment), backgrounds=backgrounds)
-    images = [x for x, _ in ds.take(batches)]
-    size = images[0].shape[1:3]
-    return np.concatenate([tf.image.resize(x, size).numpy() for x in images])
+    images = [maker.batch(0, step)[0] for step in range(batches)]
+    h, w = images[0].shape[1:3]
+    out = [cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+           for batch in images for x in batch]
+    return np.stack(out).astype(np.float32)
 
 
 def _check_inputs(config, run_dir, resume, log):
@@ -289,16 +403,20 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
         with atomic_path(run_dir / "command.txt") as tmp:
             tmp.write_text(previous + command + "\n")
 
-    if config.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(config.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(config.threads)
     keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    if _on_tensorflow():
+        import tensorflow as tf
+
+        if config.threads:
+            tf.config.threading.set_intra_op_parallelism_threads(config.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(config.threads)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
     precision = choose_precision(config)
     previous_policy = keras.mixed_precision.global_policy()
     strategy = make_strategy(config.strategy, config.devices)
-    input_spec = get_preset(config.model).input
+    preset = get_preset(config.model)
+    input_spec, output_spec = preset.input, preset.output
     sizes = [tuple(s) for s in config.sizes]
     train_store, weights, val_store, backgrounds = build_data(config, log)
     steps = config.steps_per_epoch or max(1, len(train_store) // config.batch_size)
@@ -309,6 +427,8 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
                 config, run_dir, resume, log, lambda: _calibration_images(
                     config, train_store, weights, input_spec, sizes, backgrounds))
             initial_epoch = state["epoch"]
+            if config.freeze_batchnorm:
+                log(f"froze {freeze_batchnorm(model)} BatchNorm layers")
             if initial_epoch == 0 or not model.optimizer:
                 schedule = CosineWithWarmup(config.learning_rate,
                                             int(config.warmup_epochs * steps),
@@ -316,8 +436,9 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
                 optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
                 if precision == "mixed_float16":
                     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-                model.compile(optimizer=optimizer, loss=MattingLoss(**config.loss),
-                              metrics=[PersonIoU(), AlphaMAE()],
+                loss = MattingLoss(**config.loss)
+                model.compile(optimizer=optimizer, loss=loss,
+                              metrics=[PersonIoU(), AlphaMAE(), *loss_term_metrics(loss)],
                               jit_compile=choose_jit(config, strategy, model))
         if initial_epoch >= config.epochs:
             log(f"{run_dir}: already trained for {initial_epoch} epochs")
@@ -326,21 +447,30 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
         train_ds = pipeline.train_dataset(
             train_store, weights, input_spec=input_spec, batch_size=config.batch_size,
             steps_per_epoch=steps, epochs=config.epochs, seed=config.seed, sizes=sizes,
-            augment=augment, backgrounds=backgrounds, initial_epoch=initial_epoch)
-        val_ds = pipeline.val_dataset(val_store, input_spec=input_spec, sizes=sizes)
-        grid_images, grid_targets = next(iter(val_ds))
-        callbacks = [
-            RunState(run_dir, config.monitor, config.early_stopping_patience, state),
-            keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False,
-                                        update_freq="epoch"),
-            ImageGrid(run_dir / "logs", grid_images[:8], grid_targets[:8]),
-            *callbacks,
-        ]
+            augment=augment, backgrounds=backgrounds, initial_epoch=initial_epoch,
+            output_spec=output_spec, workers=config.workers,
+            teacher=make_teacher(config, input_spec), distil_weight=config.distil_weight)
+        val_ds = pipeline.val_dataset(val_store, input_spec=input_spec, sizes=sizes,
+                                      output_spec=output_spec)
+        callbacks = [RunState(run_dir, config.monitor, config.early_stopping_patience, state,
+                              keep_epochs=config.keep_epochs),
+                     *callbacks, TimeLimit(config.max_minutes, log)]
+        if _on_tensorflow():   # TensorBoard's writers are TensorFlow's
+            grid_images, grid_targets = val_ds[0]
+            if isinstance(grid_targets, dict):
+                grid_targets = grid_targets[output_spec.primary]
+            callbacks[1:1] = [
+                keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False,
+                                            update_freq="epoch"),
+                ImageGrid(run_dir / "logs", grid_images[:8], grid_targets[:8])]
         log(f"training {config.model} ({precision}, {strategy.num_replicas_in_sync} replica(s)) "
             f"for epochs {initial_epoch}..{config.epochs - 1}, {steps} steps of "
             f"{config.batch_size}")
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                  initial_epoch=initial_epoch, steps_per_epoch=steps, callbacks=callbacks,
+                  initial_epoch=initial_epoch,
+                  steps_per_epoch=steps if isinstance(train_ds, tf_dataset_types()) else None,
+                  callbacks=callbacks,
+                  shuffle=False,   # the pipeline's plan orders the batches
                   verbose=2 if os.environ.get("CI") or not os.isatty(1) else 1)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
@@ -348,7 +478,11 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
     summary = _summary(run_dir, state)
     summary["replicas"] = strategy.num_replicas_in_sync
     summary["precision"] = precision
-    if config.export and (run_dir / "best.weights.h5").exists():
+    if config.export and not _on_tensorflow():
+        log(f"export: skipped on the {keras.backend.backend()} backend (it needs TensorFlow); "
+            f"release {run_dir / 'best.weights.h5'} with `humanmatting train` on TensorFlow "
+            "and --resume, or `humanmatting export`")
+    elif config.export and (run_dir / "best.weights.h5").exists():
         from humanmatting.training.export import export_release
 
         summary["release"] = export_release(config, log=log)
