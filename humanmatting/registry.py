@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from humanmatting.specs import SIZES_256, SIZES_320, TASKS, InputSpec, OutputSpec
+from humanmatting.specs import SIZES_256, SIZES_320, TASKS, InputSpec, OutputSpec  # noqa: F401 (re-exported)
 
 _REGISTRY = {}
 

@@ -169,3 +169,13 @@ def test_trimap_hand_computed():
     assert trimap[2, 2] == 128          # the edge itself: unknown
     assert trimap[1, 4] == 128          # one pixel outside: unknown (dilated)
     assert set(np.unique(trimap).tolist()) == {0, 128, 255}
+
+def test_val_batches_of_several_sizes_reach_tensorflow_with_their_own_shapes(tmp_path):
+    # Keras's own PyDataset -> tf.data conversion fixes every shape at the first batch's
+    make_folder_dataset(tmp_path / "tall", count=2, shape=(90, 60))
+    make_folder_dataset(tmp_path / "wide", count=2, shape=(60, 90), seed=7)
+    store = pipeline.ImageStore([read_dataset(tmp_path / "tall"), read_dataset(tmp_path / "wide")])
+    ds = pipeline.val_dataset(store, input_spec=InputSpec(), sizes=SIZES, batch_size=2)
+    assert isinstance(ds, tf.data.Dataset)
+    assert sorted(tuple(x.shape[1:3]) for x, _ in ds) == [(64, 96), (96, 64)]
+    assert sorted(tuple(x.shape[1:3]) for x, _ in ds) == [(64, 96), (96, 64)]   # re-iterable

@@ -195,7 +195,9 @@ def test_pack_train_release(tmp_path):
 
     models = tmp_path / "models"
     models.mkdir()
-    assert train_device.main(["release", "--model", "likeunet_night_lite", "--weights",
+    from humanmatting.cli.main import main as humanmatting_main
+
+    assert humanmatting_main(["release", "--model", "likeunet_night_lite", "--weights",
                               str(out / "best.weights.h5"), "--models", str(models),
                               "--arch", ARCH]) == 0
     released = models / "likeunet_night_lite.weights.h5"
@@ -299,143 +301,6 @@ def test_val_bands_are_the_longest_free_band_of_each_validation_photo(tmp_path):
     for path in val.images:   # columns 190..299: the first of the two 110-pixel bands
         band = cv2.imread(str(out / f"people-{Path(path).stem}.png"))
         np.testing.assert_array_equal(band, cv2.imread(path)[:, 190:])
-
-
-def test_soup_averages_released_weights_tensor_by_tensor(tmp_path):
-    import keras
-
-    import humanmatting
-
-    arch = json.loads(ARCH)
-    files = []
-    for seed in (1, 2):
-        keras.utils.set_random_seed(seed)
-        model = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=True,
-                                          **arch)
-        files.append(tmp_path / f"w{seed}.weights.h5")
-        model.save_weights(files[-1])
-    models = tmp_path / "models"
-    models.mkdir()
-    assert train_device.main(["soup", "--model", "likeunet_night_lite", "--weights",
-                              *map(str, files), "--models", str(models), "--arch", ARCH]) == 0
-    souped = humanmatting.create_model(
-        "likeunet_night_lite", weights=models / "likeunet_night_lite.weights.h5", **arch)
-    a, b = (humanmatting.create_model("likeunet_night_lite", weights=f, **arch).get_weights()
-            for f in files)
-    assert any(np.abs(x - y).max() > 1e-3 for x, y in zip(a, b))   # two different models
-    for got, x, y in zip(souped.get_weights(), a, b):
-        np.testing.assert_allclose(got, (x + y) / 2, rtol=1e-6, atol=1e-7)
-    assert "likeunet_night_lite.weights.h5" in (models / "SHA256SUMS").read_text()
-
-
-def _training_snapshots(tmp_path, arch):
-    """Two training-form files that differ in every kernel and share every BatchNorm (random,
-    not the initial 0 / 1 statistics), as epochs of a run with BatchNorm frozen do."""
-    import keras
-
-    import humanmatting
-
-    files = []
-    keras.utils.set_random_seed(4)
-    first = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False, **arch)
-    rng = np.random.default_rng(4)
-    def norms(model):
-        return [layer for layer in model._flatten_layers(include_self=False)
-                if isinstance(layer, keras.layers.BatchNormalization)]
-
-    assert norms(first)
-    for layer in norms(first):   # gamma, beta, moving mean, moving variance
-        layer.set_weights([rng.uniform(0.5, 1.5, w.shape) if i in (0, 3) else
-                           rng.normal(0, 0.2, w.shape) for i, w in enumerate(layer.get_weights())])
-    files.append(tmp_path / "ep1.weights.h5")
-    first.save_weights(files[-1])
-    keras.utils.set_random_seed(5)
-    second = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False, **arch)
-    for a, b in zip(norms(first), norms(second), strict=True):
-        b.set_weights(a.get_weights())
-    files.append(tmp_path / "ep2.weights.h5")
-    second.save_weights(files[-1])
-    return files
-
-
-def test_soup_of_training_snapshots_is_the_average_of_their_releases(tmp_path, capsys):
-    import humanmatting
-
-    arch = json.loads(ARCH)
-    snapshots = _training_snapshots(tmp_path, arch)
-    released = []
-    for i, path in enumerate(snapshots):   # each snapshot fused on its own
-        folder = tmp_path / f"rel{i}"
-        folder.mkdir()
-        assert train_device.main(["release", "--model", "likeunet_night_lite", "--weights",
-                                  str(path), "--models", str(folder), "--arch", ARCH]) == 0
-        released.append(folder / "likeunet_night_lite.weights.h5")
-    a, b = (humanmatting.create_model("likeunet_night_lite", weights=f, **arch).get_weights()
-            for f in released)
-    assert any(np.abs(x - y).max() > 1e-3 for x, y in zip(a, b))
-    # with BatchNorm shared, fusing is linear in the kernels: averaging the training form
-    # and then fusing equals averaging the two releases
-    models = tmp_path / "models"
-    models.mkdir()
-    assert train_device.main(["soup", "--model", "likeunet_night_lite", "--training-weights",
-                              *map(str, snapshots), "--models", str(models),
-                              "--arch", ARCH]) == 0
-    assert "averaged 2 training-form files into one ingredient" in capsys.readouterr().out
-    souped = humanmatting.create_model(
-        "likeunet_night_lite", weights=models / "likeunet_night_lite.weights.h5", **arch)
-    for got, x, y in zip(souped.get_weights(), a, b):
-        np.testing.assert_allclose(got, (x + y) / 2, rtol=1e-5, atol=1e-6)
-    swa = souped.get_weights()
-
-    # the averaged snapshots count as one ingredient next to a release: (release + swa) / 2
-    assert train_device.main(["soup", "--model", "likeunet_night_lite", "--weights",
-                              str(released[0]), "--training-weights", *map(str, snapshots),
-                              "--models", str(models), "--arch", ARCH]) == 0
-    assert "souped 2 ingredients" in capsys.readouterr().out
-    mixed = humanmatting.create_model(
-        "likeunet_night_lite", weights=models / "likeunet_night_lite.weights.h5", **arch)
-    for got, x, s in zip(mixed.get_weights(), a, swa):
-        np.testing.assert_allclose(got, (x + s) / 2, rtol=1e-5, atol=1e-6)
-
-
-def test_soup_and_release_reject_bad_arguments(tmp_path, capsys):
-    models = tmp_path / "models"
-    models.mkdir()
-    assert train_device.main(["soup", "--model", "likeunet_night_lite",
-                              "--models", str(models)]) == 1
-    assert "--weights and/or --training-weights" in capsys.readouterr().err
-    for arch, says in (('{"filters": [8,', "--arch is not JSON"),
-                       ("[8, 8]", "--arch must be a JSON object")):
-        assert train_device.main(["release", "--model", "likeunet_night_lite", "--weights",
-                                  str(tmp_path / "none.weights.h5"), "--arch", arch,
-                                  "--models", str(models)]) == 1
-        assert says in capsys.readouterr().err
-    assert not list(models.iterdir())   # nothing written
-
-
-def test_carry_releases_nights_weights_as_dark(tmp_path, capsys):
-    import keras
-
-    import humanmatting
-
-    keras.utils.set_random_seed(3)
-    night = humanmatting.create_model("likeunet_night", weights=None)
-    night.save_weights(tmp_path / "night.weights.h5")
-    models = tmp_path / "models"
-    models.mkdir()
-    assert train_device.main(["carry", "--model", "likeunet_dark", "--from", "likeunet_night",
-                              "--weights", str(tmp_path / "night.weights.h5"),
-                              "--models", str(models)]) == 0
-    dark = humanmatting.create_model("likeunet_dark", weights=models / "likeunet_dark.weights.h5")
-    gray = np.random.default_rng(1).uniform(0, 1, (1, 64, 96, 1)).astype("float32")
-    np.testing.assert_allclose(np.asarray(dark(gray)),
-                               np.asarray(night(np.repeat(gray, 3, -1))), atol=1e-5)
-    assert "likeunet_dark.weights.h5" in (models / "SHA256SUMS").read_text()
-    before = (models / "likeunet_dark.weights.h5").read_bytes()
-    assert train_device.main(["carry", "--model", "likeunet_dark", "--from",   # another
-                              "likeunet_night_lite", "--models", str(models)]) == 1  # design
-    assert "does not fit" in capsys.readouterr().err
-    assert (models / "likeunet_dark.weights.h5").read_bytes() == before      # left alone
 
 
 def _tool(name):

@@ -87,7 +87,7 @@ def release(args):
     from humanmatting.inference import Matter
     from humanmatting.io import atomic_path
     from humanmatting.registry import sha256_file
-    from humanmatting.training.export import _update_sums
+    from humanmatting.training.release import update_sums
 
     if args.count < 1:
         raise ValueError(f"--count must be at least 1, got {args.count}")
@@ -126,7 +126,7 @@ def release(args):
         with atomic_path(out) as tmp_out:
             shutil.copyfile(candidate, tmp_out)
     digest = sha256_file(out)
-    _update_sums(args.models, name, digest)
+    update_sums(args.models, name, digest)
     report.update(path=str(out), bytes=out.stat().st_size, sha256=digest)
     print(json.dumps(report, indent=1))
     return 0

@@ -20,10 +20,14 @@ Two steps:
         --init models/likeunet_night.weights.h5 --minutes 8 --out $OUT
 
 `train` writes `best.weights.h5` (training form; `--save-last` adds `last.weights.h5`,
-`--keep-epochs` every epoch's `epN.weights.h5`), `history.csv` and `run.json`; `python
-tools/train_device.py release --model NAME --weights best.weights.h5` (here) fuses them into
-`models/` and updates `models/SHA256SUMS`; `soup` averages releases and, with
-`--training-weights`, epoch snapshots (stochastic weight averaging).
+`--keep-epochs` every epoch's `epN.weights.h5`), `history.csv` and `run.json`; `humanmatting
+release --model NAME --weights best.weights.h5` (here) fuses them into `models/` and updates
+`models/SHA256SUMS`; `humanmatting soup` averages releases and, with `--training-weights`,
+epoch snapshots (stochastic weight averaging); `humanmatting carry` carries a variant.
+
+Superseded by `humanmatting pack` + `humanmatting train` on any backend (one trainer, one
+augmentation); kept while tools/hard_examples.py and tools/negative_strips.py read its packed
+layout.
 """
 
 import argparse
@@ -53,11 +57,9 @@ JPEG_QUALITY = 75
 # ----------------------------------------------------------------------------- pack (here)
 
 def _shrink(image, short_side=SHORT_SIDE, interp=cv2.INTER_AREA):
-    h, w = image.shape[:2]
-    scale = short_side / min(h, w)
-    if scale >= 1:
-        return image
-    return cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=interp)
+    from humanmatting.data.pack import shrink
+
+    return shrink(image, short_side, interp)
 
 
 def _write(path, image, ext):
@@ -449,109 +451,11 @@ def _write_history(out, history):
     os.replace(tmp, out / "history.csv")
 
 
-def release(args):
-    """Fuses a training-form weights file into `models/` and records its sha256."""
-    from humanmatting.fusion import fuse
-    from humanmatting.registry import create_model
-
-    arch = _arch(args)
-    _write_release(fuse(create_model(args.model, weights=args.weights, deploy=False, **arch)),
-                   args.model, args.models)
-    return 0
-
-
 def _arch(args):
     """The builder arguments given as --arch JSON (an empty dict when none)."""
-    if not args.arch:
-        return {}
-    try:
-        arch = json.loads(args.arch)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--arch is not JSON ({err}): {args.arch!r}") from None
-    if not isinstance(arch, dict):
-        raise ValueError(f"--arch must be a JSON object of builder arguments, got {args.arch!r}")
-    return arch
+    from humanmatting.cli.common import parse_arch
 
-
-def soup(args):
-    """Averages weights of one model, tensor by tensor, into `models/` (a uniform "model
-    soup" of fine-tunes from one starting point).
-
-    The ingredients are the released (deploy-form) files of --weights and, with
-    --training-weights, one more: the average of those training-form files (e.g. every
-    epoch's snapshot of one run: stochastic weight averaging, meaningful when BatchNorm was
-    frozen so its statistics are equal in all), fused into deploy form first.
-    """
-    import numpy as np
-
-    from humanmatting.fusion import fuse
-    from humanmatting.registry import create_model
-
-    if not args.weights and not args.training_weights:
-        raise ValueError("soup needs --weights and/or --training-weights files")
-    arch = _arch(args)
-
-    def mean(weight_lists):
-        return [np.mean(tensors, axis=0) for tensors in zip(*weight_lists)]
-
-    models = [create_model(args.model, weights=w, deploy=True, **arch) for w in args.weights]
-    ingredients = [m.get_weights() for m in models]
-    if args.training_weights:
-        trained = create_model(args.model, weights=None, deploy=False, **arch)
-        snapshots = []
-        for path in args.training_weights:
-            trained.load_weights(path)
-            snapshots.append(trained.get_weights())
-        trained.set_weights(mean(snapshots))
-        models.append(fuse(trained))
-        ingredients.append(models[-1].get_weights())
-        print(f"averaged {len(snapshots)} training-form files into one ingredient")
-    models[0].set_weights(mean(ingredients))
-    print(f"souped {len(ingredients)} ingredients")
-    _write_release(models[0], args.model, args.models)
-    return 0
-
-
-def carry(args):
-    """Carries another variant's release into this model (e.g. Night's RGB weights into
-    Dark's gray input: first-layer kernels summed over the channels) and releases it, after
-    checking that both give the same output on a gray image."""
-    import numpy as np
-
-    from humanmatting.registry import create_model, get_preset
-    from humanmatting.training.transfer import transfer_deploy
-
-    source = create_model(args.source, weights=args.weights or "default")
-    target = create_model(args.model, weights=None)
-    scale = get_preset(args.source).input.scale / get_preset(args.model).input.scale
-    copied = transfer_deploy(source, target, input_scale=scale)
-    if len(copied) != len([layer for layer in target.layers if layer.weights]):
-        raise ValueError(f"{args.source} does not fit {args.model}: only {copied} carried")
-    gray = np.random.default_rng(0).uniform(0, 255, (1, 320, 256, 1)).astype("float32")
-    src_in = np.repeat(gray, source.input_shape[-1], -1) * get_preset(args.source).input.scale
-    ours = np.asarray(target(gray * get_preset(args.model).input.scale))
-    diff = float(np.abs(np.asarray(source(src_in)) - ours).max())
-    print(f"carried {len(copied)} layers from {args.source}; max output difference on a gray "
-          f"image {diff:.2g}")
-    if diff > 1e-4:
-        raise ValueError(f"the carried {args.model} differs from {args.source} by {diff:.2g}")
-    _write_release(target, args.model, args.models)
-    return 0
-
-
-def _write_release(model, name, folder):
-    from humanmatting.io import atomic_path
-    from humanmatting.registry import sha256_file
-    from humanmatting.training.export import MAX_RELEASE_BYTES, _update_sums
-
-    path = Path(folder) / f"{name}.weights.h5"
-    with atomic_path(path) as tmp:
-        model.save_weights(tmp)
-    if path.stat().st_size > MAX_RELEASE_BYTES:
-        raise ValueError(f"{path} is over the 5 MiB release limit")
-    digest = sha256_file(path)
-    _update_sums(folder, path.name, digest)
-    print(f"wrote {path} ({model.count_params():,} parameters, sha256 {digest})")
+    return parse_arch(args.arch)
 
 
 def train(args):
@@ -784,31 +688,6 @@ def main(argv=None):
     t.add_argument("--no-jit", dest="jit", action="store_false",
                    help="no XLA / torch.compile (e.g. with KERAS_BACKEND=torch)")
     t.set_defaults(func=train)
-    r = sub.add_parser("release", help="fuse trained weights into models/ (here)")
-    r.add_argument("--model", required=True)
-    r.add_argument("--weights", required=True, help="training-form .weights.h5 from train")
-    r.add_argument("--arch", default="", help="the --arch the weights were trained with")
-    r.add_argument("--models", default=str(ROOT / "models"))
-    r.set_defaults(func=release)
-    u = sub.add_parser("soup", help="average released (deploy-form) weights files of one "
-                                    "model into models/ (here)")
-    u.add_argument("--model", required=True)
-    u.add_argument("--weights", nargs="+", default=[],
-                   help="deploy-form .weights.h5 files (e.g. two fine-tunes' releases)")
-    u.add_argument("--training-weights", nargs="+", default=[],
-                   help="training-form .weights.h5 files (e.g. one run's epoch snapshots), "
-                        "averaged and fused into one more ingredient")
-    u.add_argument("--arch", default="", help="the --arch the weights were trained with")
-    u.add_argument("--models", default=str(ROOT / "models"))
-    u.set_defaults(func=soup)
-    c = sub.add_parser("carry", help="carry another variant's release into a model (e.g. "
-                                     "Night's into Dark) and release it in models/ (here)")
-    c.add_argument("--model", required=True, help="the model to release (e.g. likeunet_dark)")
-    c.add_argument("--from", dest="source", required=True, help="e.g. likeunet_night")
-    c.add_argument("--weights", default="", help="the source's deploy-form weights "
-                                                 "(default: its release)")
-    c.add_argument("--models", default=str(ROOT / "models"))
-    c.set_defaults(func=carry)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -61,6 +61,21 @@ def import_keras():
             import tensorflow  # noqa: F401
 
 
+def parse_arch(text):
+    """--arch: builder overrides as a JSON object ("" for none)."""
+    import json
+
+    if not text:
+        return {}
+    try:
+        arch = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--arch is not JSON ({err.msg}): {text!r}") from None
+    if not isinstance(arch, dict):
+        raise ValueError(f"--arch must be a JSON object of builder arguments, got {text!r}")
+    return arch
+
+
 def user_error(message):
     """Prints a one-line error for the user and returns the exit code 1."""
     print(f"error: {message}", file=sys.stderr)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from humanmatting.cli.common import (Progress, add_backend_options, check_backend_options,
-                                     import_keras, import_tensorflow, open_fraction,
+                                     import_keras, import_tensorflow, open_fraction, parse_arch,
                                      positive_int, quiet_logs, report_failures, user_error)
 from humanmatting.registry import check_min_confidence, check_min_region, check_scales
 
@@ -277,6 +277,96 @@ def cmd_train(args):
     return 0
 
 
+def _add_release_commands(sub):
+    p = sub.add_parser(
+        "pack", help="pack a training config's data for another machine (the GPU machine)",
+        description="Writes every dataset of a config, shrunk, as folder datasets under OUT "
+                    "(the same train/val split there) and OUT/config.yaml pointing at them: "
+                    "KERAS_BACKEND=jax humanmatting train --config OUT/config.yaml")
+    p.add_argument("--config", required=True, help="YAML training config")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--short-side", type=positive_int, default=None,
+                   help="shrink images to this short side (default: the config's "
+                        "image_cache_short_side)")
+    p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("release", help="fuse a training-form weights file into a release",
+                       description="Fuses a training-form .weights.h5 (e.g. a GPU run's "
+                                   "best.weights.h5) and writes it to the weights folder with "
+                                   "its sha256 in SHA256SUMS.")
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights", required=True, help="training-form .weights.h5")
+    p.add_argument("--arch", default="", help="builder overrides the file was trained with, "
+                                              "as JSON")
+    p.add_argument("--models", default="models", help="weights folder (default: models)")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("soup", help="average weights of one model into a release (model "
+                                    "soups, stochastic weight averaging)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights", nargs="+", default=[], help="released (deploy-form) files")
+    p.add_argument("--training-weights", nargs="+", default=[],
+                   help="training-form files (e.g. one run's epoch snapshots), averaged "
+                        "into one more ingredient")
+    p.add_argument("--arch", default="", help="builder overrides, as JSON")
+    p.add_argument("--models", default="models", help="weights folder (default: models)")
+    p.set_defaults(func=cmd_soup)
+
+    p = sub.add_parser("carry", help="carry another variant's release into a model (e.g. "
+                                     "Night's RGB weights into Dark's gray input)")
+    p.add_argument("--model", required=True, help="the model to release")
+    p.add_argument("--from", dest="source", required=True, help="the variant to carry from")
+    p.add_argument("--weights", default="default",
+                   help="the source's deploy-form weights (default: its release)")
+    p.add_argument("--models", default="models", help="weights folder (default: models)")
+    p.set_defaults(func=cmd_carry)
+
+
+def cmd_pack(args):
+    from humanmatting.data.pack import pack
+    from humanmatting.training.config import load_config
+
+    try:
+        config = load_config(args.config, args.overrides)
+        path, problems = pack(config, args.out, short_side=args.short_side)
+    except (ValueError, FileNotFoundError) as err:
+        return user_error(str(err))
+    print(f"on the other machine: humanmatting train --config {path}")
+    return report_failures(problems, "pair(s)")
+
+
+def _release_command(fn):
+    import_tensorflow()
+    try:
+        fn()
+    except (ValueError, FileNotFoundError, OSError) as err:
+        return user_error(str(err))
+    return 0
+
+
+def cmd_release(args):
+    from humanmatting.training.release import release_file
+
+    return _release_command(lambda: release_file(args.model, args.weights, args.models,
+                                                 arch=parse_arch(args.arch)))
+
+
+def cmd_soup(args):
+    from humanmatting.training.release import soup
+
+    return _release_command(lambda: soup(args.model, args.models, weights=args.weights,
+                                         training_weights=args.training_weights,
+                                         arch=parse_arch(args.arch)))
+
+
+def cmd_carry(args):
+    from humanmatting.training.release import carry
+
+    return _release_command(lambda: carry(args.model, args.source, args.models,
+                                          weights=args.weights))
+
+
 def _add_eval(sub):
     p = sub.add_parser(
         "eval", help="score a model on a dataset (IoU, mIoU, boundary F, MAE; SAD, MSE, "
@@ -471,6 +561,7 @@ def build_parser():
     _add_list(sub)
     _add_predict(sub)
     _add_train(sub)
+    _add_release_commands(sub)
     _add_eval(sub)
     _add_refine(sub)
     _add_export(sub)

@@ -281,6 +281,32 @@ class TrainBatches(keras.utils.PyDataset):
         self.epoch += 1
 
 
+def _signature(input_spec, output_spec):
+    import tensorflow as tf
+
+    x = tf.TensorSpec((None, None, None, input_spec.model_channels), tf.float32)
+    y = tf.TensorSpec((None, None, None, 2), tf.float32)
+    names = OutputSpec.of(output_spec or "softmax2").names
+    return x, ({n: y for n in names} if names else y)
+
+
+def as_tf_dataset(batches, input_spec, output_spec=None, epochs=1):
+    """A PyDataset of batches of several sizes as a tf.data.Dataset with dynamic H and W
+    (Keras's own conversion fixes every shape at the first batch's)."""
+    import tensorflow as tf
+
+    def generate():
+        for _ in range(epochs):
+            for i in range(len(batches)):
+                yield batches[i]
+            batches.on_epoch_end()
+
+    ds = tf.data.Dataset.from_generator(
+        generate, output_signature=_signature(input_spec, output_spec))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(batches) * epochs))
+    return ds.prefetch(2)
+
+
 def _tf_train_dataset(maker, epochs, initial_epoch):
     import tensorflow as tf
 
@@ -312,8 +338,7 @@ def train_dataset(store, weights, *, input_spec, batch_size, steps_per_epoch, ep
 
     Args: as for `BatchMaker`, plus `epochs` (last epoch, exclusive), `initial_epoch`
     (resume), `workers` (threads making batches on the PyDataset path) and `backend`
-    ("tensorflow" for tf.data, anything else for a PyDataset; default: Keras's backend; a
-    teacher always runs on the PyDataset path, outside tf.data's graph).
+    ("tensorflow" for tf.data, anything else for a PyDataset; default: Keras's backend).
 
     Returns:
         On TensorFlow a tf.data.Dataset of every epoch's batches in order (pass
@@ -324,9 +349,13 @@ def train_dataset(store, weights, *, input_spec, batch_size, steps_per_epoch, ep
                        steps_per_epoch=steps_per_epoch, seed=seed, sizes=sizes,
                        augment=augment, backgrounds=backgrounds, output_spec=output_spec,
                        teacher=teacher, distil_weight=distil_weight)
-    if (backend or keras.backend.backend()) == "tensorflow" and teacher is None:
+    if (backend or keras.backend.backend()) != "tensorflow":
+        return TrainBatches(maker, initial_epoch, workers=workers)
+    if teacher is None:
         return _tf_train_dataset(maker, epochs, initial_epoch)
-    return TrainBatches(maker, initial_epoch, workers=workers)
+    # the teacher runs in Python, outside tf.data's graph
+    return as_tf_dataset(TrainBatches(maker, initial_epoch), input_spec, output_spec,
+                         epochs=epochs - initial_epoch)
 
 
 class ValBatches(keras.utils.PyDataset):
@@ -366,7 +395,12 @@ class ValBatches(keras.utils.PyDataset):
         return model_batch(samples, self.input_spec, self.output_spec)
 
 
-def val_dataset(store, *, input_spec, sizes=SIZES_256, batch_size=8, output_spec=None):
-    """The validation batches (`ValBatches`)."""
-    return ValBatches(store, input_spec=input_spec, sizes=sizes, batch_size=batch_size,
-                      output_spec=output_spec)
+def val_dataset(store, *, input_spec, sizes=SIZES_256, batch_size=8, output_spec=None,
+                backend=None):
+    """The validation batches: `ValBatches`, as a tf.data.Dataset on TensorFlow (`backend`,
+    default Keras's)."""
+    batches = ValBatches(store, input_spec=input_spec, sizes=sizes, batch_size=batch_size,
+                         output_spec=output_spec)
+    if (backend or keras.backend.backend()) == "tensorflow":
+        return as_tf_dataset(batches, input_spec, output_spec)
+    return batches

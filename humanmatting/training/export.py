@@ -17,9 +17,8 @@ from humanmatting.data.readers import read_dataset
 from humanmatting.evaluation import TFLitePeer, compare, describe_comparison, evaluate
 from humanmatting.inference import Matter
 from humanmatting.io import atomic_path
-from humanmatting.registry import get_preset, sha256_file
-
-MAX_RELEASE_BYTES = 5 * 1024 * 1024
+from humanmatting.registry import get_preset
+from humanmatting.training.release import write_release
 METRIC_ORDER = ("iou", "miou", "boundary_f", "mae")
 
 
@@ -31,15 +30,6 @@ def validation_sets(config):
         _, val = pairs.split(config.val_fraction)
         out[Path(source.path).name] = val
     return out
-
-
-def _update_sums(folder, name, digest):
-    sums = Path(folder) / "SHA256SUMS"
-    lines = [ln for ln in (sums.read_text().splitlines() if sums.exists() else [])
-             if ln.split()[-1:] != [name]]
-    lines.append(f"{digest}  {name}")
-    with atomic_path(sums) as tmp:
-        tmp.write_text("\n".join(sorted(lines, key=lambda ln: ln.split()[-1])) + "\n")
 
 
 def _table(results, names):
@@ -74,18 +64,9 @@ def export_release(config, *, log=print, run_dir=None):
     run_dir = Path(run_dir or config.out_dir)
     state = json.loads((run_dir / "state.json").read_text())
     model = load_best(config)
-    export_dir = Path(config.export_dir)
     name = config.model
-    weights_name = f"{name}.weights.h5"
-    with atomic_path(export_dir / weights_name) as tmp:
-        model.save_weights(tmp)
-    path = export_dir / weights_name
-    size = path.stat().st_size
-    if size > MAX_RELEASE_BYTES:
-        raise ValueError(f"{path} is {size / 2**20:.1f} MiB, over the 5 MiB release limit")
-    digest = sha256_file(path)
-    _update_sums(export_dir, weights_name, digest)
-    log(f"wrote {path} ({size / 2**20:.2f} MiB, sha256 {digest})")
+    written = write_release(model, name, config.export_dir, log=log)
+    path, size, digest = Path(written["weights"]), written["bytes"], written["sha256"]
 
     predictors = {name: Matter(model, input_spec=get_preset(name).input,
                                output=get_preset(name).output)}

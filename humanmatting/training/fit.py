@@ -450,13 +450,15 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
             augment=augment, backgrounds=backgrounds, initial_epoch=initial_epoch,
             output_spec=output_spec, workers=config.workers,
             teacher=make_teacher(config, input_spec), distil_weight=config.distil_weight)
-        val_ds = pipeline.val_dataset(val_store, input_spec=input_spec, sizes=sizes,
-                                      output_spec=output_spec)
+        val_batches = pipeline.ValBatches(val_store, input_spec=input_spec, sizes=sizes,
+                                          output_spec=output_spec)
+        val_ds = (pipeline.as_tf_dataset(val_batches, input_spec, output_spec, epochs=1)
+                  if _on_tensorflow() else val_batches)
         callbacks = [RunState(run_dir, config.monitor, config.early_stopping_patience, state,
                               keep_epochs=config.keep_epochs),
                      *callbacks, TimeLimit(config.max_minutes, log)]
         if _on_tensorflow():   # TensorBoard's writers are TensorFlow's
-            grid_images, grid_targets = val_ds[0]
+            grid_images, grid_targets = val_batches[0]
             if isinstance(grid_targets, dict):
                 grid_targets = grid_targets[output_spec.primary]
             callbacks[1:1] = [

@@ -1,0 +1,123 @@
+"""Releasing weights: the one writer, and the ways a release is made from trained files.
+
+- `write_release(model, name, folder)`: deploy-form weights written atomically as
+  `folder/<name>.weights.h5` (at most 5 MiB), their sha256 recorded in `folder/SHA256SUMS`.
+  Every release goes through it (`humanmatting train` with `export: true`, `release`,
+  `soup`, `carry`).
+- `release_file`: fuse a training-form `.weights.h5` (e.g. a GPU run's `best.weights.h5`).
+- `soup`: average fine-tunes of one starting point (a uniform model soup) and, from
+  training-form epoch snapshots, stochastic weight averaging.
+- `carry`: another variant's release into this one (e.g. Night's RGB weights into Dark's
+  gray input), checked to give the same output.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from humanmatting.fusion import fuse
+from humanmatting.io import atomic_path
+from humanmatting.registry import create_model, get_preset, sha256_file
+
+MAX_RELEASE_BYTES = 5 * 1024 * 1024
+
+__all__ = ["MAX_RELEASE_BYTES", "carry", "release_file", "soup", "update_sums",
+           "write_release"]
+
+
+def update_sums(folder, name, digest):
+    """Records `digest` for file `name` in `folder/SHA256SUMS` (sha256sum format, sorted)."""
+    sums = Path(folder) / "SHA256SUMS"
+    lines = [ln for ln in (sums.read_text().splitlines() if sums.exists() else [])
+             if ln.split()[-1:] != [name]]
+    lines.append(f"{digest}  {name}")
+    with atomic_path(sums) as tmp:
+        tmp.write_text("\n".join(sorted(lines, key=lambda ln: ln.split()[-1])) + "\n")
+
+
+def write_release(model, name, folder, *, log=print):
+    """Writes a deploy-form model's weights as `folder/<name>.weights.h5` and records their
+    sha256; returns {"weights", "bytes", "sha256"}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.weights.h5"
+    staged = folder / f".staged-{name}.weights.h5"   # checked before it replaces a release
+    with atomic_path(staged) as tmp:
+        model.save_weights(tmp)
+    size = staged.stat().st_size
+    if size > MAX_RELEASE_BYTES:
+        staged.unlink()
+        raise ValueError(f"{path} would be {size / 2**20:.1f} MiB, over the 5 MiB release "
+                         "limit; nothing was written")
+    staged.replace(path)
+    digest = sha256_file(path)
+    update_sums(folder, path.name, digest)
+    log(f"wrote {path} ({model.count_params():,} parameters, {size / 2**20:.2f} MiB, "
+        f"sha256 {digest})")
+    return {"weights": str(path), "bytes": size, "sha256": digest}
+
+
+def release_file(name, weights, folder, *, arch=None, log=print):
+    """Fuses a training-form weights file of `name` (built with `arch` overrides) and
+    releases it."""
+    model = create_model(name, weights=weights, deploy=False, **(arch or {}))
+    return write_release(fuse(model), name, folder, log=log)
+
+
+def _mean(weight_lists):
+    return [np.mean(tensors, axis=0) for tensors in zip(*weight_lists)]
+
+
+def soup(name, folder, *, weights=(), training_weights=(), arch=None, log=print):
+    """Averages weights of one model, tensor by tensor, and releases the average.
+
+    Args:
+        name: the registered model.
+        folder: where the release goes.
+        weights: released (deploy-form) files, each one ingredient.
+        training_weights: training-form files (e.g. every epoch snapshot of one run, with
+            BatchNorm frozen so that its statistics agree): averaged into one more
+            ingredient, fused first (stochastic weight averaging).
+        arch: builder overrides the files were trained with.
+    """
+    if not weights and not training_weights:
+        raise ValueError("soup needs weights and/or training_weights files")
+    arch = arch or {}
+    models = [create_model(name, weights=w, deploy=True, **arch) for w in weights]
+    ingredients = [m.get_weights() for m in models]
+    if training_weights:
+        trained = create_model(name, weights=None, deploy=False, **arch)
+        snapshots = []
+        for path in training_weights:
+            trained.load_weights(path)
+            snapshots.append(trained.get_weights())
+        trained.set_weights(_mean(snapshots))
+        models.append(fuse(trained))
+        ingredients.append(models[-1].get_weights())
+        log(f"averaged {len(snapshots)} training-form files into one ingredient")
+    models[0].set_weights(_mean(ingredients))
+    log(f"souped {len(ingredients)} ingredients")
+    return write_release(models[0], name, folder, log=log)
+
+
+def carry(name, source, folder, *, weights="default", tolerance=1e-4, log=print):
+    """Carries `source`'s deploy-form weights into `name` (first-layer kernels adapted to its
+    channels and scale) and releases it, after checking that both give the same output on a
+    gray image (max |diff| <= tolerance)."""
+    from humanmatting.training.transfer import transfer_deploy
+
+    src_model = create_model(source, weights=weights)
+    target = create_model(name, weights=None)
+    src_spec, spec = get_preset(source).input, get_preset(name).input
+    copied = transfer_deploy(src_model, target, input_scale=src_spec.scale / spec.scale)
+    if len(copied) != len([layer for layer in target.layers if layer.weights]):
+        raise ValueError(f"{source} does not fit {name}: only {copied} carried")
+    gray = np.random.default_rng(0).uniform(0, 255, (1, 320, 256, 1)).astype("float32")
+    src_in = np.repeat(gray, src_model.input_shape[-1], -1) * src_spec.scale
+    ours = np.asarray(target(np.repeat(gray, target.input_shape[-1], -1) * spec.scale))
+    diff = float(np.abs(np.asarray(src_model(src_in)) - ours).max())
+    log(f"carried {len(copied)} layers from {source}; max output difference on a gray image "
+        f"{diff:.2g}")
+    if diff > tolerance:
+        raise ValueError(f"the carried {name} differs from {source} by {diff:.2g}")
+    return write_release(target, name, folder, log=log)

@@ -1,0 +1,247 @@
+"""Releases: the one writer, `humanmatting release | soup | carry`, and `humanmatting pack`."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import make_folder_dataset
+from humanmatting.cli.main import main as run
+
+ARCH = '{"filters": [8, 8, 16, 16, 24], "depths": [1, 1, 1, 2, 2]}'
+
+
+def test_soup_averages_released_weights_tensor_by_tensor(tmp_path):
+    import keras
+
+    import humanmatting
+
+    arch = json.loads(ARCH)
+    files = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        model = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=True,
+                                          **arch)
+        files.append(tmp_path / f"w{seed}.weights.h5")
+        model.save_weights(files[-1])
+    models = tmp_path / "models"
+    models.mkdir()
+    assert run(["soup", "--model", "likeunet_night_lite", "--weights",
+                              *map(str, files), "--models", str(models), "--arch", ARCH]) == 0
+    souped = humanmatting.create_model(
+        "likeunet_night_lite", weights=models / "likeunet_night_lite.weights.h5", **arch)
+    a, b = (humanmatting.create_model("likeunet_night_lite", weights=f, **arch).get_weights()
+            for f in files)
+    assert any(np.abs(x - y).max() > 1e-3 for x, y in zip(a, b))   # two different models
+    for got, x, y in zip(souped.get_weights(), a, b):
+        np.testing.assert_allclose(got, (x + y) / 2, rtol=1e-6, atol=1e-7)
+    assert "likeunet_night_lite.weights.h5" in (models / "SHA256SUMS").read_text()
+
+
+def _training_snapshots(tmp_path, arch):
+    """Two training-form files that differ in every kernel and share every BatchNorm (random,
+    not the initial 0 / 1 statistics), as epochs of a run with BatchNorm frozen do."""
+    import keras
+
+    import humanmatting
+
+    files = []
+    keras.utils.set_random_seed(4)
+    first = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False, **arch)
+    rng = np.random.default_rng(4)
+    def norms(model):
+        return [layer for layer in model._flatten_layers(include_self=False)
+                if isinstance(layer, keras.layers.BatchNormalization)]
+
+    assert norms(first)
+    for layer in norms(first):   # gamma, beta, moving mean, moving variance
+        layer.set_weights([rng.uniform(0.5, 1.5, w.shape) if i in (0, 3) else
+                           rng.normal(0, 0.2, w.shape) for i, w in enumerate(layer.get_weights())])
+    files.append(tmp_path / "ep1.weights.h5")
+    first.save_weights(files[-1])
+    keras.utils.set_random_seed(5)
+    second = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False, **arch)
+    for a, b in zip(norms(first), norms(second), strict=True):
+        b.set_weights(a.get_weights())
+    files.append(tmp_path / "ep2.weights.h5")
+    second.save_weights(files[-1])
+    return files
+
+
+def test_soup_of_training_snapshots_is_the_average_of_their_releases(tmp_path, capsys):
+    import humanmatting
+
+    arch = json.loads(ARCH)
+    snapshots = _training_snapshots(tmp_path, arch)
+    released = []
+    for i, path in enumerate(snapshots):   # each snapshot fused on its own
+        folder = tmp_path / f"rel{i}"
+        folder.mkdir()
+        assert run(["release", "--model", "likeunet_night_lite", "--weights",
+                                  str(path), "--models", str(folder), "--arch", ARCH]) == 0
+        released.append(folder / "likeunet_night_lite.weights.h5")
+    a, b = (humanmatting.create_model("likeunet_night_lite", weights=f, **arch).get_weights()
+            for f in released)
+    assert any(np.abs(x - y).max() > 1e-3 for x, y in zip(a, b))
+    # with BatchNorm shared, fusing is linear in the kernels: averaging the training form
+    # and then fusing equals averaging the two releases
+    models = tmp_path / "models"
+    models.mkdir()
+    assert run(["soup", "--model", "likeunet_night_lite", "--training-weights",
+                              *map(str, snapshots), "--models", str(models),
+                              "--arch", ARCH]) == 0
+    assert "averaged 2 training-form files into one ingredient" in capsys.readouterr().out
+    souped = humanmatting.create_model(
+        "likeunet_night_lite", weights=models / "likeunet_night_lite.weights.h5", **arch)
+    for got, x, y in zip(souped.get_weights(), a, b):
+        np.testing.assert_allclose(got, (x + y) / 2, rtol=1e-5, atol=1e-6)
+    swa = souped.get_weights()
+
+    # the averaged snapshots count as one ingredient next to a release: (release + swa) / 2
+    assert run(["soup", "--model", "likeunet_night_lite", "--weights",
+                              str(released[0]), "--training-weights", *map(str, snapshots),
+                              "--models", str(models), "--arch", ARCH]) == 0
+    assert "souped 2 ingredients" in capsys.readouterr().out
+    mixed = humanmatting.create_model(
+        "likeunet_night_lite", weights=models / "likeunet_night_lite.weights.h5", **arch)
+    for got, x, s in zip(mixed.get_weights(), a, swa):
+        np.testing.assert_allclose(got, (x + s) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_soup_and_release_reject_bad_arguments(tmp_path, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    assert run(["soup", "--model", "likeunet_night_lite",
+                              "--models", str(models)]) == 1
+    assert "soup needs weights and/or training_weights" in capsys.readouterr().err
+    for arch, says in (('{"filters": [8,', "--arch is not JSON"),
+                       ("[8, 8]", "--arch must be a JSON object")):
+        assert run(["release", "--model", "likeunet_night_lite", "--weights",
+                                  str(tmp_path / "none.weights.h5"), "--arch", arch,
+                                  "--models", str(models)]) == 1
+        assert says in capsys.readouterr().err
+    assert not list(models.iterdir())   # nothing written
+
+
+def test_carry_releases_nights_weights_as_dark(tmp_path, capsys):
+    import keras
+
+    import humanmatting
+
+    keras.utils.set_random_seed(3)
+    night = humanmatting.create_model("likeunet_night", weights=None)
+    night.save_weights(tmp_path / "night.weights.h5")
+    models = tmp_path / "models"
+    models.mkdir()
+    assert run(["carry", "--model", "likeunet_dark", "--from", "likeunet_night",
+                              "--weights", str(tmp_path / "night.weights.h5"),
+                              "--models", str(models)]) == 0
+    dark = humanmatting.create_model("likeunet_dark", weights=models / "likeunet_dark.weights.h5")
+    gray = np.random.default_rng(1).uniform(0, 1, (1, 64, 96, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(dark(gray)),
+                               np.asarray(night(np.repeat(gray, 3, -1))), atol=1e-5)
+    assert "likeunet_dark.weights.h5" in (models / "SHA256SUMS").read_text()
+    before = (models / "likeunet_dark.weights.h5").read_bytes()
+    assert run(["carry", "--model", "likeunet_dark", "--from",   # another
+                              "likeunet_night_lite", "--models", str(models)]) == 1  # design
+    assert "does not fit" in capsys.readouterr().err
+    assert (models / "likeunet_dark.weights.h5").read_bytes() == before      # left alone
+
+
+
+
+def test_write_release_refuses_a_file_over_the_limit(tmp_path, monkeypatch):
+    import humanmatting
+    from humanmatting.training import release
+
+    model = humanmatting.create_model("likeunet_night", weights=None)
+    monkeypatch.setattr(release, "MAX_RELEASE_BYTES", 1000)
+    with pytest.raises(ValueError, match="over the 5 MiB release limit; nothing was written"):
+        release.write_release(model, "likeunet_night", tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_pack_keeps_stems_splits_and_targets(tmp_path, capsys):
+    from humanmatting.data.readers import read_dataset
+    from humanmatting.training.config import load_config
+
+    people = make_folder_dataset(tmp_path / "people", count=10, shape=(200, 150))
+    soft = make_folder_dataset(tmp_path / "soft", count=4, shape=(120, 90), soft=True, seed=20)
+    bg = make_folder_dataset(tmp_path / "bg", count=3, shape=(100, 100), seed=40)
+    (people / "images" / "p009.jpg").write_bytes(b"not a jpeg")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: [{{path: {people}, weight: 0.7}}, {{path: {soft}, weight: 0.2}},"
+                      f" {{path: {bg}, kind: backgrounds, weight: 0.1}}]\n"
+                      f"backgrounds: {bg}\nval_fraction: 0.3\nimage_cache_short_side: 64\n")
+    out = tmp_path / "packed"
+    assert run(["pack", "--config", str(config), "--out", str(out)]) == 1   # p009 reported
+    assert "p009.jpg" in capsys.readouterr().err
+    packed = load_config(out / "config.yaml")
+    assert [d.path for d in packed.data] == [str(out / n) for n in ("people", "soft", "bg")]
+    assert [d.weight for d in packed.data] == [0.7, 0.2, 0.1]
+    assert packed.backgrounds == str(out / "bg") and packed.val_fraction == 0.3
+    for name in ("people", "soft"):
+        src, dst = (read_dataset(tmp_path / name), read_dataset(out / name))
+        for a, b in zip(src.split(0.3), dst.split(0.3)):   # the same split there
+            ok = [p for p in a.images if not p.endswith("p009.jpg")]
+            assert sorted(map(_stem, ok)) == sorted(map(_stem, b.images))
+        assert dst.refined == src.refined
+    image = cv2.imread(str(out / "people" / "images" / "p000.jpg"))
+    assert min(image.shape[:2]) == 64
+    mask = cv2.imread(str(out / "people" / "masks" / "p000.png"), cv2.IMREAD_GRAYSCALE)
+    assert mask.shape == image.shape[:2] and set(np.unique(mask)) <= {0, 255}
+    alpha = cv2.imread(str(out / "soft" / "alphas" / "p000.png"), cv2.IMREAD_GRAYSCALE)
+    assert len(np.unique(alpha)) > 2   # soft targets stay soft
+    assert len(list((out / "bg" / "images").iterdir())) == 3
+
+
+def _stem(path):
+    from pathlib import Path
+
+    return Path(path).stem
+
+
+@pytest.mark.slow
+def test_fit_distils_freezes_batchnorm_keeps_epochs_and_stops_in_time(tmp_path):
+    import keras
+
+    import humanmatting
+    from humanmatting.data.pipeline import distil_target
+    from humanmatting.training import load_config
+    from humanmatting.training.fit import fit, freeze_batchnorm
+
+    y = np.zeros((1, 2, 2, 2), np.float32)
+    y[0, 0, 0] = (1.0, 1.0)
+    teacher = np.array([[[0.5, 1.0], [0.0, 2.0]]], np.float32)
+    out = distil_target(y, teacher, 0.25)
+    np.testing.assert_allclose(out[..., 0], [[[0.875, 0.25], [0.0, 0.25]]])
+    np.testing.assert_array_equal(out[..., 1], y[..., 1])
+    with pytest.raises(ValueError, match="distil_weight"):
+        distil_target(y, teacher, 1.5)
+
+    model = humanmatting.create_model("likeunet_night_lite", weights=None, deploy=False)
+    assert freeze_batchnorm(model) > 0
+    x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(model(x, training=True)),   # inference mode
+                               np.asarray(model(x, training=False)), atol=1e-6)
+
+    data = make_folder_dataset(tmp_path / "data", count=10, shape=(80, 64))
+    tiny = {"filters": [4, 4, 4, 4, 4], "bottleneck_filters": 4, "edge_filters": 4}
+    config = load_config(None, [
+        f"data=[{{path: {data}, weight: 1}}]", f"out_dir={tmp_path / 'run'}",
+        "sizes=[[64, 64]]", "batch_size=2", "steps_per_epoch=2", "epochs=5",
+        "val_fraction=0.3", "jit_compile=false", "model=likeunet_night",
+        "teacher=likeunet_night", "distil_weight=0.5", "freeze_batchnorm=true",
+        "keep_epochs=true", "max_minutes=0.0001"])
+    config.overrides = tiny
+    summary = fit(config, log=lambda *a: None)
+    assert summary["epochs_done"] == 1   # stopped after the first epoch: past max_minutes
+    assert [p.name for p in (tmp_path / "run" / "epochs").iterdir()] == ["ep000.weights.h5"]
+    with pytest.raises(ValueError, match="teacher likeunet_dark reads 1-channel"):
+        bad = load_config(None, [f"data=[{{path: {data}, weight: 1}}]",
+                                 f"out_dir={tmp_path / 'bad'}", "teacher=likeunet_dark",
+                                 "sizes=[[64, 64]]", "epochs=1", "steps_per_epoch=1"])
+        bad.overrides = tiny
+        fit(bad, log=lambda *a: None)
+    assert keras.backend.backend() == "tensorflow"
