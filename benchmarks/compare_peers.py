@@ -1,9 +1,17 @@
 """Our models against peer TFLite models (MediaPipe Selfie) on the same images, side by side.
 
-    python benchmarks/compare_peers.py --data ../shared/data/flickr-portraits --split val \\
+    python benchmarks/compare_peers.py --config configs/likeunet_night_people.yaml \\
         --peer ../shared/peers/mediapipe/selfie_segmentation.tflite \\
-        [--models likeunet_night likeunet_dark_light_original] [--limit N] \\
-        [--backgrounds ../shared/data/backgrounds] [--json FILE]
+        [--models likeunet_night "likeunet_night:min_confidence=0,min_region=0" \\
+                  likeunet_night@runs/x/likeunet_night.weights.h5] [--limit N] [--json FILE]
+    python benchmarks/compare_peers.py --data ../shared/data/flickr-portraits --split val \\
+        --backgrounds ../shared/data/backgrounds --peer ...
+
+`--config` scores the validation split of every dataset of a training config (its own split
+rule: per-dataset fractions, CamVid by sequence), grouped by kind of photo (`photos:`), and
+ends with one table: a row per kind, a column per model and peer, and the mean over kinds.
+A model is `NAME[@WEIGHTS][:OPTION=VALUE,...]` with `Matter`'s still-image options
+(flip, scales, refine, min_region, min_confidence), e.g. `likeunet_night:scales=1,flip=0`.
 
 Every image is scored at its own size: each model through `Matter` (its own input convention and
 size table), each peer the way its authors run it (stretched to its input size, [0, 1] RGB).
@@ -25,10 +33,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from humanmatting.cli.common import open_fraction, positive_int  # noqa: E402
-from humanmatting.data.readers import read_dataset  # noqa: E402
+from humanmatting.cli.common import open_fraction, parse_model_spec, positive_int  # noqa: E402
+from humanmatting.data.readers import read_dataset, validation_by_kind  # noqa: E402
 from humanmatting.evaluation import (  # noqa: E402
-    TFLitePeer, compare, describe_comparison, evaluate)
+    TFLitePeer, compare, describe_comparison, evaluate, kind_table)
 from humanmatting.inference import Matter  # noqa: E402
 from humanmatting.registry import DEFAULT_MODEL  # noqa: E402
 
@@ -37,6 +45,8 @@ METRICS = ("iou", "miou", "boundary_f", "mae")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="",
+                        help="a training config: its validation split, by kind of photo")
     parser.add_argument("--data", nargs="*", default=[], help="folder datasets")
     parser.add_argument("--backgrounds", nargs="*", default=[],
                         help="folders of people-free photos (every target empty)")
@@ -51,14 +61,14 @@ def main():
                         help="score at most N images per set (default: all)")
     parser.add_argument("--json", default="", help="also write the table to this file")
     args = parser.parse_args()
-    if not args.data and not args.backgrounds:
-        parser.error("give --data and/or --backgrounds folders")
+    if not args.data and not args.backgrounds and not args.config:
+        parser.error("give --config, or --data and/or --backgrounds folders")
 
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     try:
-        predictors = {name: Matter(name) for name in args.models}
+        predictors = {spec: Matter(**parse_model_spec(spec)) for spec in args.models}
         peers = {Path(p).stem: TFLitePeer(p, threads=args.threads) for p in args.peer}
     except (ValueError, FileNotFoundError) as err:
         print(f"compare_peers.py: {err}", file=sys.stderr)
@@ -66,16 +76,22 @@ def main():
     predictors.update(peers)
     print(f"{'data':24s} {'model':32s} " + " ".join(f"{m:>10s}" for m in METRICS)
           + f" {'ms/image':>9s} {'IoU vs peer':>11s}")
-    table, failed = [], []
-    for data, kind in ([(d, "folder") for d in args.data]
-                       + [(d, "backgrounds") for d in args.backgrounds]):
-        try:
-            pairs = read_dataset(data, kind)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"compare_peers.py: {err}", file=sys.stderr)
-            return 1
+    table, failed, by_kind = [], [], {}
+    try:
+        sets = [(d, "folder", read_dataset(d, "folder")) for d in args.data]
+        sets += [(d, "backgrounds", read_dataset(d, "backgrounds")) for d in args.backgrounds]
         if args.split == "val":
-            pairs = pairs.split(args.val_fraction)[1]
+            sets = [(d, kind, pairs.split(args.val_fraction)[1]) for d, kind, pairs in sets]
+        if args.config:
+            from humanmatting.training import load_config
+
+            config = load_config(args.config)
+            sets += [(kind, "kind", pairs) for kind, pairs in
+                     validation_by_kind(config.data, config.val_fraction).items()]
+    except (ValueError, FileNotFoundError) as err:
+        print(f"compare_peers.py: {err}", file=sys.stderr)
+        return 1
+    for data, kind, pairs in sets:
         if args.limit:
             pairs.images, pairs.targets = pairs.images[:args.limit], pairs.targets[:args.limit]
         result = evaluate(predictors, pairs)
@@ -101,6 +117,11 @@ def main():
                 print("  " + describe_comparison(comparison, name, peer))
                 rows[name]["vs_peer"] = comparison
         table.extend(rows.values())
+        by_kind[Path(data).name] = result
+    if by_kind:
+        print("\nperson IoU, mean per image (" + ", ".join(
+            f"{i}: {name}" for i, name in enumerate(predictors, 1)) + ")")
+        print(kind_table(by_kind, list(predictors)))
     if args.json:
         from humanmatting.io import atomic_path
 

@@ -138,3 +138,30 @@ def describe_comparison(comparison, name, reference):
         line += "; largest losses " + ", ".join(f"{Path(path).name} {d:+.3f}"
                                                  for path, d in c["largest_losses"])
     return line
+
+
+def evaluate_by_kind(predictors, by_kind, *, progress=None):
+    """`evaluate` on each kind of photo: {kind: result} (`by_kind` as
+    `humanmatting.data.readers.validation_by_kind` gives)."""
+    return {kind: evaluate(predictors, pairs, progress=progress)
+            for kind, pairs in by_kind.items()}
+
+
+def kind_table(results, names, metric="iou"):
+    """A Markdown table: one row per kind of photo (with its image count), one column per
+    predictor, `metric` (mean per image) in each cell, and a last row with the plain mean over
+    the kinds (every kind counts the same, whatever its size)."""
+    names = list(names)
+    rows = [f"| photos | {' | '.join(names)} |", "|---|" + "---|" * len(names)]
+    means = {n: [] for n in names}
+    for kind, result in results.items():
+        cells = []
+        for n in names:
+            value = result["per_model"].get(n, {}).get(metric)
+            if value is not None:
+                means[n].append(value)
+            cells.append("-" if value is None else f"{value:.3f}")
+        rows.append(f"| {kind} ({result['count']}) | {' | '.join(cells)} |")
+    rows.append("| mean over kinds | " + " | ".join(
+        f"{np.mean(means[n]):.3f}" if means[n] else "-" for n in names) + " |")
+    return "\n".join(rows)

@@ -350,3 +350,31 @@ def test_xla_auto_is_off_for_depthwise_models_on_cpu():
     assert choose_jit(auto, strategy, lite) is False
     assert choose_jit(load_config(None, ["jit_compile=true"]), strategy, lite) is True
     assert choose_jit(load_config(None, ["jit_compile=false"]), strategy, plain) is False
+
+
+def test_validation_is_reported_per_kind_and_the_best_epoch_by_their_mean(tmp_path):
+    import csv
+
+    people = make_folder_dataset(tmp_path / "people", count=10, shape=(80, 64))
+    scenes = make_folder_dataset(tmp_path / "scenes", count=10, shape=(64, 96), seed=50)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for i in range(6):
+        import cv2
+
+        cv2.imwrite(str(empty / f"e{i}.jpg"), np.full((64, 80, 3), 40 + 20 * i, np.uint8))
+    config = tiny_config(tmp_path, epochs=2, augment="{zoom_out: 0.5, extra_people: 0.5}")
+    config.data = type(config)(data=[
+        {"path": str(people), "photos": "portraits"},
+        {"path": str(scenes), "photos": "small people", "val_fraction": 0.5},
+        {"path": str(empty), "kind": "backgrounds", "val_fraction": 0.5}]).data
+    summary = fit(config, log=lambda *a: None)
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    kinds = ["val_iou_portraits", "val_iou_small_people", "val_iou_people_free"]
+    for row in rows:
+        values = [float(row[k]) for k in kinds]
+        assert all(0 <= v <= 1 for v in values)
+        assert float(row["val_iou_mix"]) == pytest.approx(np.mean(values), abs=1e-5)
+    best = max(range(len(rows)), key=lambda i: float(rows[i]["val_iou_mix"]))
+    assert summary["best_epoch"] == best
+    assert summary["best"] == pytest.approx(float(rows[best]["val_iou_mix"]), abs=1e-5)

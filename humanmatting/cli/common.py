@@ -155,3 +155,36 @@ def check_backend_options(args):
     if args.quantize and args.backend != "tflite":
         return f"--quantize {args.quantize} needs --backend tflite"
     return None
+
+
+MATTER_OPTIONS = {"flip": "bool", "refine": "refine", "scales": "scales",
+                  "min_region": float, "min_confidence": float}
+
+
+def parse_model_spec(text):
+    """`NAME[@WEIGHTS][:OPTION=VALUE,...]` -> `Matter` keyword arguments, e.g.
+    `likeunet_night@runs/x/w.weights.h5:scales=1,flip=0,min_confidence=0` (scales are
+    separated by `/`: `scales=0.8/1.2`)."""
+    head, _, options = text.partition(":")
+    name, _, weights = head.partition("@")
+    out = {"model": name, "weights": weights or "default"}
+    for item in filter(None, options.split(",")):
+        key, eq, value = item.partition("=")
+        kind = MATTER_OPTIONS.get(key)
+        if not eq or kind is None:
+            raise ValueError(f"{text}: {item!r} is not OPTION=VALUE with OPTION one of "
+                             f"{', '.join(MATTER_OPTIONS)}")
+        try:
+            if kind == "bool" or kind == "refine":
+                on = value.lower() in ("1", "true", "yes", "on", "cf", "knn")
+                if not on and value.lower() not in ("0", "false", "no", "off"):
+                    raise ValueError(value)
+                out[key] = (value.lower() if value.lower() in ("cf", "knn") else "cf") \
+                    if kind == "refine" and on else on
+            elif kind == "scales":
+                out[key] = tuple(float(v) for v in value.split("/"))
+            else:
+                out[key] = kind(value)
+        except ValueError:
+            raise ValueError(f"{text}: bad value in {item!r}") from None
+    return out

@@ -99,6 +99,9 @@ class ImageStore:
         if not items:
             raise ValueError("no usable image/target pairs")
         self.shapes = np.asarray(shapes, np.int64)
+        # items with a person (some alpha above one half): the pool `extra_people` draws from
+        self.people = np.asarray([i for i, (_, a) in enumerate(items) if a.max() > 127],
+                                 np.int64)
         self._items = items
         self._refined = refined
 
@@ -243,11 +246,14 @@ class BatchMaker:
         plan = self.plan(epoch)
         first = step * self.batch_size
         size = self.sizes[int(plan["bucket"][first])]
+        pool = self.store.people
+        people = ((lambda rng: self.store.sample(int(pool[rng.integers(len(pool))])))
+                  if len(pool) else None)
         out = []
         for k in range(first, first + self.batch_size):
             rng = np.random.default_rng([int(v) for v in plan["seed"][k]])
             out.append(augment_sample(rng, self.store.sample(int(plan["index"][k])), size,
-                                      self.augment, self.backgrounds))
+                                      self.augment, self.backgrounds, people))
         return out
 
     def batch(self, epoch, step):
@@ -363,18 +369,22 @@ class ValBatches(keras.utils.PyDataset):
     ratio, as `Matter` does at inference; no augmentation; in a fixed order, grouped by size.
     A PyDataset on every backend."""
 
-    def __init__(self, store, *, input_spec, sizes=SIZES_256, batch_size=8, output_spec=None):
+    def __init__(self, store, *, input_spec, sizes=SIZES_256, batch_size=8, output_spec=None,
+                 indices=None):
         super().__init__()
         from humanmatting.inference import choose_size
 
         sizes = [tuple(s) for s in sizes]
         self.store, self.input_spec, self.output_spec = store, input_spec, output_spec
         self.sizes = sizes
-        buckets = np.asarray([sizes.index(choose_size(h, w, sizes)) for h, w in store.shapes])
-        order = np.argsort(buckets, kind="stable")
+        indices = np.arange(len(store)) if indices is None else np.asarray(indices, np.int64)
+        buckets = np.asarray([sizes.index(choose_size(h, w, sizes))
+                              for h, w in store.shapes[indices]], np.int64)
+        order = indices[np.argsort(buckets, kind="stable")]
+        buckets = np.sort(buckets, kind="stable")
         self.batches = []
         for b in np.unique(buckets):
-            members = order[buckets[order] == b]
+            members = order[buckets == b]
             self.batches += [(int(b), members[i:i + batch_size])
                              for i in range(0, len(members), batch_size)]
 

@@ -41,15 +41,28 @@ class PairList:
     def __len__(self):
         return len(self.images)
 
-    def split(self, val_fraction, salt="humanmatting"):
+    def split(self, val_fraction, salt="humanmatting", val_groups=()):
         """Splits by a hash of each image's file stem: fixed, independent of order and size.
+
+        Args:
+            val_fraction: the share of stems (by hash) that goes to validation.
+            salt: mixed into the hash.
+            val_groups: instead, split by group: the stem's prefix before its first "_"
+                (a video sequence, as CamVid's `0001TP_008550`); stems of these groups are
+                validation, the rest training, so near-duplicate neighbouring frames never
+                straddle the split.
 
         Returns:
             (train, val) PairLists. The pairs left out (`problems`) go to the part their
             file's stem falls in, so that a report on either part still names them.
         """
+        groups = set(val_groups)
+
         def is_val(path):
-            digest = hashlib.sha1(f"{salt}:{Path(path).stem}".encode()).digest()
+            stem = Path(path).stem
+            if groups:
+                return stem.split("_", 1)[0] in groups
+            digest = hashlib.sha1(f"{salt}:{stem}".encode()).digest()
             return int.from_bytes(digest[:4], "big") / 2**32 < val_fraction
 
         parts, problems = ([], []), ([], [])
@@ -169,3 +182,47 @@ def read_dataset(path, kind="folder"):
     if kind != "list" and not Path(path).is_dir():
         raise FileNotFoundError(f"{path}: not a folder (a {kind} dataset is a folder)")
     return READERS[kind](path)
+
+
+def read_split(source, val_fraction=0.1):
+    """(all, train, val) PairLists of one dataset of a training mix: the one split rule that
+    training, evaluation and the benchmarks share.
+
+    Args:
+        source: a `DataSource`-like object (path, kind, and optionally val_fraction,
+            val_groups) or a path (a folder dataset).
+        val_fraction: the fraction held back when the source sets none.
+    """
+    if isinstance(source, (str, Path)):
+        path, kind, fraction, groups = source, "folder", None, ()
+    else:
+        path, kind = source.path, source.kind
+        fraction = getattr(source, "val_fraction", None)
+        groups = getattr(source, "val_groups", ()) or ()
+    pairs = read_dataset(path, kind)
+    train, val = pairs.split(val_fraction if fraction is None else fraction,
+                             val_groups=groups)
+    return pairs, train, val
+
+
+def merge(pair_lists, name=""):
+    """One PairList of several (all of one target kind: soft or binary)."""
+    pair_lists = list(pair_lists)
+    if len({p.refined for p in pair_lists}) > 1 or len({p.alpha_channel for p in pair_lists}) > 1:
+        raise ValueError("cannot merge soft-alpha and binary-mask datasets into one list")
+    return PairList([i for p in pair_lists for i in p.images],
+                    [t for p in pair_lists for t in p.targets],
+                    refined=pair_lists[0].refined, alpha_channel=pair_lists[0].alpha_channel,
+                    problems=[x for p in pair_lists for x in p.problems],
+                    name=name or "+".join(p.name for p in pair_lists))
+
+
+def validation_by_kind(sources, val_fraction=0.1):
+    """{kind of photo: validation PairList} of a training mix's datasets, in their order;
+    the datasets of one kind (`DataSource.photos`) merged."""
+    by_kind = {}
+    for source in sources:
+        _, _, val = read_split(source, val_fraction)
+        kind = getattr(source, "photos", "") or Path(source.path).name
+        by_kind.setdefault(kind, []).append(val)
+    return {kind: merge(lists, kind) for kind, lists in by_kind.items()}

@@ -1,7 +1,7 @@
 """x2 upsampling layers that trace with unknown height and width.
 
 On the TensorFlow backend (inference, export) they call TensorFlow ops that export with dynamic
-H and W; on the other Keras backends (JAX, PyTorch: `tools/train_device.py` trains there) the
+H and W; on the other Keras backends (JAX, PyTorch: `humanmatting train` runs there) the
 same maths in `keras.ops`, where shapes are static.
 """
 

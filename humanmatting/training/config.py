@@ -14,13 +14,32 @@ class DataSource:
     Attributes:
         path: dataset folder or list file.
         kind: "folder", "aisegment", "list" or "backgrounds" (people-free images, all
-            background: negatives).
+            background: negatives; their training part is also pasted behind people).
         weight: sampling weight in the mix.
+        photos: the kind of photo it holds, for per-kind validation and reports
+            ("portraits", "full-body", "scenes", "groups", "people-free"; default: the
+            folder's name). Validation reports each kind and picks the best epoch by their
+            mean, so no one kind decides.
+        val_fraction: this dataset's share held back (default: the config's).
+        val_groups: split by sequence instead: the stem prefixes (before the first "_")
+            that are validation (video frames, as CamVid's).
     """
 
     path: str
     kind: str = "folder"
     weight: float = 1.0
+    photos: str = ""
+    val_fraction: typing.Optional[float] = None
+    val_groups: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if self.weight < 0:
+            raise ValueError(f"{self.path}: weight must be >= 0, got {self.weight}")
+        if self.val_fraction is not None and not 0 <= self.val_fraction < 1:
+            raise ValueError(f"{self.path}: val_fraction must be in [0, 1), got "
+                             f"{self.val_fraction}")
+        self.photos = self.photos or (
+            "people-free" if self.kind == "backgrounds" else Path(self.path).name)
 
 
 @dataclasses.dataclass
@@ -55,7 +74,9 @@ class TrainConfig:
             ["/cpu:0", "/cpu:1"] with two logical CPU devices.
         early_stopping_patience: epochs without a better monitored value before stopping
             (0 = never).
-        monitor: validation metric to select the best epoch by (higher is better).
+        monitor: validation metric to select the best epoch by (higher is better); the
+            default `val_iou_mix` is the mean over the kinds of photo of each kind's mean
+            per-image IoU (`fit.KindValidation`).
         out_dir: run folder: checkpoints, logs, best model.
         export: after training, fuse the best model and write it to `export_dir` with a card.
         export_dir: where released weights go.
@@ -103,7 +124,7 @@ class TrainConfig:
     strategy: str = "default"
     devices: list = dataclasses.field(default_factory=list)
     early_stopping_patience: int = 0
-    monitor: str = "val_iou"
+    monitor: str = "val_iou_mix"
     out_dir: str = "runs/likeunet_night"
     export: bool = False
     export_dir: str = "models"

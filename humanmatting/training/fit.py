@@ -29,11 +29,11 @@ import keras
 import numpy as np
 
 from humanmatting.data import pipeline
-from humanmatting.data.readers import read_dataset
+from humanmatting.data.readers import merge, read_dataset, read_split
 from humanmatting.fusion import fuse
 from humanmatting.io import atomic_path
 from humanmatting.losses import MattingLoss
-from humanmatting.metrics import AlphaMAE, PersonIoU, loss_term_metrics
+from humanmatting.metrics import AlphaMAE, PersonIoU, iou, loss_term_metrics
 from humanmatting.registry import create_model, get_preset
 from humanmatting.specs import person_probability
 from humanmatting.training.config import TrainConfig
@@ -252,6 +252,56 @@ def make_teacher(config, input_spec):
         keras.ops.convert_to_numpy(teacher(x, training=False)), output))
 
 
+def kind_key(kind):
+    """The history column of a kind of photo: `val_iou_<kind>` with `-` as `_`."""
+    return "val_iou_" + "".join(c if c.isalnum() else "_" for c in kind.lower())
+
+
+class KindValidation(keras.callbacks.Callback):
+    """Per kind of photo, the mean per-image person IoU on the validation split (at bucket
+    resolution, as `ValBatches`), logged as `val_iou_<kind>`, and their plain mean as
+    `val_iou_mix`: the figure the best epoch is chosen by, so that no one kind (the largest
+    set, say) decides. A people-free image scores 1 when no pixel is taken for a person,
+    else 0. Runs before the callbacks that read the logs (history, TensorBoard, best epoch).
+    """
+
+    def __init__(self, store, kinds, *, input_spec, output_spec, sizes):
+        super().__init__()
+        self.output_spec = output_spec
+        self.batches = {}
+        for kind in dict.fromkeys(kinds):
+            members = [store.sources[k] for k, name in enumerate(kinds) if name == kind]
+            indices = np.concatenate(members) if members else np.zeros(0, np.int64)
+            if len(indices):
+                self.batches[kind] = pipeline.ValBatches(
+                    store, input_spec=input_spec, sizes=sizes, output_spec=output_spec,
+                    indices=indices)
+
+    def scores(self):
+        """{kind: mean per-image IoU} of the current model."""
+        out = {}
+        for kind, batches in self.batches.items():
+            values = []
+            for i in range(len(batches)):
+                x, y = batches[i]
+                if isinstance(y, dict):
+                    y = y[self.output_spec.primary]
+                pred = keras.tree.map_structure(keras.ops.convert_to_numpy,
+                                                self.model(x, training=False))
+                prob = np.asarray(person_probability(pred, self.output_spec), np.float32)
+                values += [iou(p, t) for p, t in zip(prob, y[..., 0])]
+            out[kind] = float(np.mean(values))
+        return out
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not self.batches:
+            return
+        scores = self.scores()
+        for kind, value in scores.items():
+            logs[kind_key(kind)] = value
+        logs["val_iou_mix"] = float(np.mean(list(scores.values())))
+
+
 class ImageGrid(keras.callbacks.Callback):
     """Writes a TensorBoard image grid (input | target | prediction) each epoch."""
 
@@ -279,25 +329,36 @@ class ImageGrid(keras.callbacks.Callback):
 
 
 def build_data(config, log=print):
-    """Reads and splits the datasets; returns (train store, weights, val store, backgrounds)."""
-    train_lists, val_lists, weights = [], [], []
+    """Reads and splits the datasets.
+
+    Returns:
+        (train store, weights, val store, val kinds, backgrounds): `val kinds` names the kind
+        of photo (`DataSource.photos`) of each of the val store's sources; `backgrounds`
+        (people-free images to paste people onto) are `config.backgrounds` and the training
+        part of every people-free dataset of the mix.
+    """
+    train_lists, val_lists, weights, kinds, backdrops = [], [], [], [], []
     for source in config.data:
-        pairs = read_dataset(source.path, source.kind)
-        train, val = pairs.split(config.val_fraction)
-        log(f"{source.path}: {len(train)} train, {len(val)} val pairs"
+        pairs, train, val = read_split(source, config.val_fraction)
+        log(f"{source.path}: {len(train)} train, {len(val)} val pairs ({source.photos})"
             + (f", {len(pairs.problems)} left out" if pairs.problems else ""))
         train_lists.append(train)
         val_lists.append(val)
         weights.append(source.weight)
+        kinds.append(source.photos)
+        if source.kind == "backgrounds":
+            backdrops.append(train)
     train_store = pipeline.ImageStore(train_lists, short_side=config.image_cache_short_side)
     val_store = pipeline.ImageStore(val_lists, short_side=config.image_cache_short_side)
     for path, reason in train_store.problems + val_store.problems:
         log(f"left out {path}: {reason}")
-    backgrounds = None
-    if config.backgrounds:
-        bg_train, _ = read_dataset(config.backgrounds, "backgrounds").split(config.val_fraction)
-        backgrounds = pipeline.load_backgrounds(bg_train)
-    return train_store, weights, val_store, backgrounds
+    if config.backgrounds and all(Path(config.backgrounds).resolve() !=
+                                  Path(s.path).resolve() for s in config.data
+                                  if s.kind == "backgrounds"):
+        backdrops.insert(0, read_dataset(config.backgrounds, "backgrounds").split(
+            config.val_fraction)[0])
+    backgrounds = pipeline.load_backgrounds(merge(backdrops)) if backdrops else None
+    return train_store, weights, val_store, kinds, backgrounds
 
 
 def _initial_model(config, run_dir, resume, log, calibration_images):
@@ -418,7 +479,7 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
     preset = get_preset(config.model)
     input_spec, output_spec = preset.input, preset.output
     sizes = [tuple(s) for s in config.sizes]
-    train_store, weights, val_store, backgrounds = build_data(config, log)
+    train_store, weights, val_store, val_kinds, backgrounds = build_data(config, log)
     steps = config.steps_per_epoch or max(1, len(train_store) // config.batch_size)
     try:
         keras.mixed_precision.set_global_policy(precision)
@@ -454,14 +515,16 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
                                           output_spec=output_spec)
         val_ds = (pipeline.as_tf_dataset(val_batches, input_spec, output_spec, epochs=1)
                   if _on_tensorflow() else val_batches)
-        callbacks = [RunState(run_dir, config.monitor, config.early_stopping_patience, state,
+        callbacks = [KindValidation(val_store, val_kinds, input_spec=input_spec,
+                                    output_spec=output_spec, sizes=sizes),
+                     RunState(run_dir, config.monitor, config.early_stopping_patience, state,
                               keep_epochs=config.keep_epochs),
                      *callbacks, TimeLimit(config.max_minutes, log)]
         if _on_tensorflow():   # TensorBoard's writers are TensorFlow's
             grid_images, grid_targets = val_batches[0]
             if isinstance(grid_targets, dict):
                 grid_targets = grid_targets[output_spec.primary]
-            callbacks[1:1] = [
+            callbacks[2:2] = [
                 keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False,
                                             update_freq="epoch"),
                 ImageGrid(run_dir / "logs", grid_images[:8], grid_targets[:8])]

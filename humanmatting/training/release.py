@@ -9,6 +9,8 @@
   training-form epoch snapshots, stochastic weight averaging.
 - `carry`: another variant's release into this one (e.g. Night's RGB weights into Dark's
   gray input), checked to give the same output.
+- `write_card`: the model card, in one fixed short form (what it is, use and limits, data,
+  the per-kind table beside MediaPipe, the command that reproduces it, a dated history).
 """
 
 from pathlib import Path
@@ -21,8 +23,8 @@ from humanmatting.registry import create_model, get_preset, sha256_file
 
 MAX_RELEASE_BYTES = 5 * 1024 * 1024
 
-__all__ = ["MAX_RELEASE_BYTES", "carry", "release_file", "soup", "update_sums",
-           "write_release"]
+__all__ = ["MAX_RELEASE_BYTES", "card_history", "carry", "release_file", "soup",
+           "update_sums", "write_card", "write_release"]
 
 
 def update_sums(folder, name, digest):
@@ -121,3 +123,50 @@ def carry(name, source, folder, *, weights="default", tolerance=1e-4, log=print)
     if diff > tolerance:
         raise ValueError(f"the carried {name} differs from {source} by {diff:.2g}")
     return write_release(target, name, folder, log=log)
+
+
+CARD_SECTIONS = ("What it is", "Intended use and limits", "Training data",
+                 "Validation, per kind of photo", "Reproduce", "History")
+
+
+def card_history(path):
+    """The entries (lines starting with "- ") of an existing card's History section."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    try:
+        start = lines.index("## History") + 1
+    except ValueError:
+        return []
+    out = []
+    for line in lines[start:]:
+        if line.startswith("## "):
+            break
+        if line.startswith("- "):
+            out.append(line)
+        elif line.startswith("  ") and out:
+            out[-1] += "\n" + line
+    return out
+
+
+def write_card(folder, name, *, what, use, data, table, reproduce, history, log=print):
+    """Writes `folder/<name>.md` in the fixed form, atomically.
+
+    Args:
+        what, use, data: Markdown text of the first three sections.
+        table: the per-kind table (`humanmatting.evaluation.kind_table`) with the line that
+            says how it was measured.
+        reproduce: the commands that make the released file from the previous one.
+        history: dated entries, newest first ("- 2026-12-04: ..."); the card's earlier
+            entries are kept after them.
+    """
+    path = Path(folder) / f"{name}.md"
+    entries = list(history) + [e for e in card_history(path) if e not in history]
+    body = dict(zip(CARD_SECTIONS, (what, use, data, table, reproduce, "\n".join(entries))))
+    text = f"# Model card: `{name}`\n\n" + "\n\n".join(
+        f"## {title}\n\n{body[title].strip()}" for title in CARD_SECTIONS) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    log(f"wrote {path}")
+    return path
