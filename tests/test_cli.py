@@ -375,3 +375,29 @@ def test_failures_name_each_path_once(capsys):
                             ("b.png", "no mask")], "pair(s)") == 1
     assert capsys.readouterr().err.splitlines() == [
         "2 pair(s) failed:", "  d/a.jpg: not a readable image", "  b.png: no mask"]
+
+
+def test_eval_of_a_training_config_prints_one_row_per_kind_of_photo(tmp_path):
+    from humanmatting.data.readers import validation_by_kind
+    from humanmatting.training import load_config
+
+    people = make_folder_dataset(tmp_path / "people", count=8, shape=(64, 48))
+    scenes = make_folder_dataset(tmp_path / "scenes", count=8, shape=(48, 64), seed=20)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: likeunet_night_lite\ndata:\n"
+                      f"  - {{path: {people}, photos: portraits, val_fraction: 0.5}}\n"
+                      f"  - {{path: {scenes}, photos: scenes, val_fraction: 0.5}}\n")
+    counts = {k: len(v) for k, v in validation_by_kind(load_config(config).data).items()}
+    result = run_cli("eval", "--config", config, "--scales", "1", "--no-flip", "--no-refine",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "| photos | likeunet_night_lite |"
+    assert [ln.split(" |")[0] for ln in lines[2:]] == [
+        f"| portraits ({counts['portraits']})", f"| scenes ({counts['scenes']})",
+        "| mean over kinds"]
+    values = [float(ln.split("|")[2]) for ln in lines[2:]]
+    assert all(0 <= v <= 1 for v in values)
+    assert values[2] == pytest.approx((values[0] + values[1]) / 2, abs=1.5e-3)
+    both = run_cli("eval", "--config", config, "--data", people, cwd=tmp_path)
+    assert both.returncode != 0 and "--data or --config" in both.stderr

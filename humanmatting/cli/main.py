@@ -373,7 +373,10 @@ def _add_eval(sub):
                      "Grad, Conn with soft ground truth)",
         description="Scores a model on every image of a dataset at the image's own size. "
                     "Bad pairs are skipped and listed at the end (exit 1).")
-    p.add_argument("--data", required=True, help="dataset folder or list file")
+    p.add_argument("--data", default=None, help="dataset folder or list file")
+    p.add_argument("--config", default=None,
+                   help="instead of --data: a training config; scores the validation split "
+                        "of each of its datasets and prints one row per kind of photo")
     p.add_argument("--kind", default="folder",
                    choices=("folder", "aisegment", "list", "backgrounds"),
                    help="dataset layout; backgrounds: a folder of people-free images, every "
@@ -401,6 +404,10 @@ def cmd_eval(args):
 
     from humanmatting.data.readers import read_dataset
 
+    if bool(args.data) == bool(args.config):
+        return user_error("eval: give --data or --config (one of them)")
+    if args.config:
+        return _eval_by_kind(args)
     try:
         pairs = read_dataset(args.data, args.kind)
     except (ValueError, FileNotFoundError) as err:
@@ -441,6 +448,45 @@ def cmd_eval(args):
         if "comparison" in result:
             print(describe_comparison(result["comparison"], name, "peer"))
     return report_failures(result["failed"], "pair(s)")
+
+
+def _eval_by_kind(args):
+    """`eval --config`: each kind of photo of a training config's validation split."""
+    import json
+
+    from humanmatting.data.readers import validation_by_kind
+    from humanmatting.training import load_config
+
+    try:
+        config = load_config(args.config)
+        by_kind = validation_by_kind(config.data, config.val_fraction)
+    except (ValueError, FileNotFoundError) as err:
+        return user_error(str(err))
+    import_tensorflow()
+    from humanmatting.evaluation import TFLitePeer, evaluate_by_kind, kind_table
+    from humanmatting.inference import Matter
+
+    name = args.model or config.model
+    try:
+        predictors = {name: Matter(name, weights=args.weights, **_still_options(args))}
+        if args.peer_tflite:
+            predictors["peer"] = TFLitePeer(args.peer_tflite)
+    except (ValueError, FileNotFoundError) as err:
+        return user_error(str(err))
+    bar = Progress(sum(len(p) for p in by_kind.values()))
+    done = [0]
+
+    def progress(i, n, path):
+        done[0] += 1
+        bar.update(done[0], Path(path).name)
+
+    results = evaluate_by_kind(predictors, by_kind, progress=progress)
+    if args.json:
+        print(json.dumps({k: {"count": r["count"], "per_model": r["per_model"]}
+                          for k, r in results.items()}, indent=1))
+    else:
+        print(kind_table(results, list(predictors)))
+    return report_failures([f for r in results.values() for f in r["failed"]], "pair(s)")
 
 
 def _add_refine(sub):
