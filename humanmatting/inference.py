@@ -347,6 +347,24 @@ class Matter:
                 for one that does, or not a usable trimap (`humanmatting.specs.check_trimap`).
         """
         image = load_rgb(image)
+        parts = self.predict_parts(image, trimap)
+        alpha = parts["alpha"]
+        if self.min_region or self.min_confidence:
+            # after refinement: its alpha is 0 or 1 outside a thin band, so a speck is its own
+            # region; in the averaged alpha before it, a soft haze (> SUPPORT) often joins
+            # specks to each other or to the person (on the people-free validation bands,
+            # Night: 5 of 13 taken for a person with the regions removed before refinement,
+            # 4 after)
+            alpha = remove_small_regions(alpha, self.min_region, prob=parts["prob"],
+                                         min_confidence=self.min_confidence)
+        return alpha
+
+    def predict_parts(self, image, trimap=None):
+        """`predict` before the region filters: {"prob": the model's averaged belief (flip,
+        scales, known trimap regions), "alpha": it refined}, both (H, W) float32; so that
+        the filters' settings can be compared on one set of passes
+        (`benchmarks/defaults_sweep.py`)."""
+        image = load_rgb(image)
         height, width = image.shape[:2]
         if self.input_spec.trimap:
             if trimap is None:
@@ -379,15 +397,7 @@ class Matter:
             # SciPy's solve: pymatting's would first compile its kernels (~1 min, once)
             alpha = refine_alpha(image, alpha, method=self.refine, erode=band, dilate=band,
                                  cf_solver="scipy")
-        if self.min_region or self.min_confidence:
-            # after refinement: its alpha is 0 or 1 outside a thin band, so a speck is its own
-            # region; in the averaged alpha before it, a soft haze (> SUPPORT) often joins
-            # specks to each other or to the person (on the people-free validation bands,
-            # Night: 5 of 13 taken for a person with the regions removed before refinement,
-            # 4 after)
-            alpha = remove_small_regions(alpha, self.min_region, prob=prob,
-                                         min_confidence=self.min_confidence)
-        return alpha
+        return {"prob": prob, "alpha": alpha}
 
     def composite(self, image, background=None, *, alpha=None):
         """Cuts the person out, or puts them on a new background.

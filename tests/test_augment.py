@@ -180,3 +180,41 @@ def test_sequence_split_keeps_whole_sequences_apart(tmp_path):
                                                    val_fraction=0.5)])
     assert list(kinds) == ["scenes"] and len(kinds["scenes"]) == 2 * len(va)
     assert DataSource("x/bg", kind="backgrounds").photos == "people-free"
+
+
+def test_distillation_reaches_only_the_kinds_it_is_asked_for(tmp_path):
+    from conftest import make_folder_dataset
+    from humanmatting.data import pipeline
+    from humanmatting.data.pipeline import distil_target
+    from humanmatting.data.readers import read_dataset
+    from humanmatting.registry import get_preset
+    from humanmatting.training import load_config
+    from humanmatting.training.fit import distil_sources
+
+    y = np.zeros((2, 2, 2, 2), np.float32)
+    y[1, ..., 0] = 1.0
+    out = distil_target(y, np.full((2, 2, 2), 0.5, np.float32), [0.5, 0.0])
+    np.testing.assert_allclose(out[0, ..., 0], 0.25)        # 0.5 x 0 + 0.5 x 0.5
+    np.testing.assert_allclose(out[1, ..., 0], 1.0)         # weight 0: the label as it was
+
+    a = make_folder_dataset(tmp_path / "a", count=4, shape=(48, 48))
+    b = make_folder_dataset(tmp_path / "b", count=4, shape=(48, 48), seed=9)
+    config = load_config(None, [f"data=[{{path: {a}, photos: portraits}}, "
+                                f"{{path: {b}, photos: scenes}}]", "distil_photos=[portraits]"])
+    assert distil_sources(config) == [0]
+    with pytest.raises(ValueError, match="groups"):
+        distil_sources(load_config(None, [f"data=[{{path: {a}}}]", "distil_photos=[groups]"]))
+    store = pipeline.ImageStore([read_dataset(a), read_dataset(b)], short_side=48)
+    spec = get_preset("likeunet_night").input
+    kwargs = dict(input_spec=spec, batch_size=4, steps_per_epoch=2, seed=3, sizes=[(32, 32)],
+                  teacher=lambda x: np.full(x.shape[:3], 0.5, np.float32), distil_weight=1.0)
+    plain = pipeline.BatchMaker(store, [1, 1], **{**kwargs, "teacher": None})
+    only = pipeline.BatchMaker(store, [1, 1], distil_sources=[0], **kwargs)
+    for step in range(2):
+        (_, y0), (_, y1) = plain.batch(0, step), only.batch(0, step)
+        sources = only.plan(0)["source"][4 * step:4 * step + 4]
+        for k, source in enumerate(sources):
+            if source == 0:
+                np.testing.assert_allclose(y1[k, ..., 0], 0.5)
+            else:
+                np.testing.assert_array_equal(y1[k], y0[k])

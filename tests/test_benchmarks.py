@@ -189,3 +189,32 @@ def test_compare_peers_needs_data(tmp_path):
         result = run_script("compare_peers.py", "--backgrounds", tmp_path, *args, cwd=tmp_path)
         assert result.returncode in (1, 2) and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_defaults_sweep_matches_matter_with_the_same_settings(tmp_path):
+    from humanmatting.data.readers import validation_by_kind
+    from humanmatting.evaluation import evaluate_by_kind
+    from humanmatting.inference import Matter
+    from humanmatting.training import load_config
+
+    people = make_folder_dataset(tmp_path / "people", count=6, shape=(80, 64))
+    scenes = make_folder_dataset(tmp_path / "scenes", count=6, shape=(64, 80), seed=30)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  - {{path: {people}, photos: portraits, val_fraction: 0.5}}\n"
+                      f"  - {{path: {scenes}, photos: scenes, val_fraction: 0.5}}\n")
+    result = run_script("defaults_sweep.py", "--config", config, "--model",
+                        "likeunet_night_lite", "--scales", "1", "--min-region", "0", "0.01",
+                        "--min-confidence", "0", "0.9", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [ln.split(" | ") for ln in result.stdout.splitlines()[2:]]
+    assert [(r[1], r[2]) for r in rows] == [("0", "0"), ("0", "0.9"), ("0.01", "0"),
+                                            ("0.01", "0.9")]
+    by_kind = validation_by_kind(load_config(config).data)
+    for region, confidence in ((0.0, 0.0), (0.01, 0.9)):
+        matter = Matter("likeunet_night_lite", scales=(1.0,), min_region=region,
+                        min_confidence=confidence)
+        expected = evaluate_by_kind({"m": matter}, by_kind)
+        row = next(r for r in rows if (float(r[1]), float(r[2])) == (region, confidence))
+        for k, kind in enumerate(by_kind):
+            assert float(row[3 + k]) == pytest.approx(
+                expected[kind]["per_model"]["m"]["iou"], abs=6e-4)

@@ -33,6 +33,17 @@ def _prob(model, name, x):
     return np.asarray(person_probability(model(x, training=False), get_preset(name).output))
 
 
+def _tolerance(name, fmt=None):
+    """Largest |diff| of person probabilities allowed between two float32 computations of one
+    function (fused vs unfused, Keras vs an export). Float32 rounding through ~20 folded
+    layers with random statistics stays below 1e-4 on 0-1 inputs; the original release reads
+    raw 0-255 values, so its activations are 255x larger and the same relative rounding gives
+    up to 1.7e-4 (fused, seed 0) and 1.5e-4 (ONNX); TFLite's XNNPACK also sums in another
+    order."""
+    raw = get_preset(name).input.normalisation == "0-255"
+    return (5e-4 if fmt == "tflite" else 3e-4) if raw else (5e-4 if fmt == "tflite" else 1e-4)
+
+
 def _check_output(name, output, batch):
     spec = get_preset(name).output
     if spec.names:
@@ -97,9 +108,8 @@ def test_fused_equals_unfused(name, trained):
         pytest.skip(f"{name} has no training form")
     fused = fuse(model)
     assert is_deploy(fused)
-    # float32 rounding through ~20 folded layers with random statistics; 7e-5 seen on the
-    # original release's raw 0-255 input
-    np.testing.assert_allclose(_prob(fused, name, x), _prob(model, name, x), atol=1e-4)
+    np.testing.assert_allclose(_prob(fused, name, x), _prob(model, name, x),
+                               atol=_tolerance(name))
     assert fused.count_params() < model.count_params()
 
 
@@ -112,9 +122,7 @@ def test_export_parity(name, fmt, trained, tmp_path):
     model, _, _ = trained(name)
     path = tmp_path / ("model" if fmt == "saved_model" else f"model.{fmt}")
     result = export(model, fmt, path, check=True)
-    # TFLite's XNNPACK sums in another order: 1.5e-4 seen on the original's raw 0-255 input
-    assert result["check"]["max_abs_diff"] < (5e-4 if fmt == "tflite" else 1e-4), \
-        result["check"]
+    assert result["check"]["max_abs_diff"] < _tolerance(name, fmt), result["check"]
     assert result["check"]["input_shape"][1:3] != result["check"]["input_shape"][2:0:-1]
 
 

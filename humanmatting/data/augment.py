@@ -314,7 +314,8 @@ def augment_sample(rng, sample, size, aug, backgrounds=(), people=None):
 
     Returns:
         A new sample dict at `size`: image, fg, bg uint8, alpha float32, trimap uint8 or None,
-        refined.
+        refined, rearranged (people were pasted small or added: a teacher that knows the
+        original photo's kind does not know this frame).
     """
     image, alpha = sample["image"], sample["alpha"]
     fg, bg = sample.get("fg", image), sample.get("bg", image)
@@ -390,4 +391,4 @@ def augment_sample(rng, sample, size, aug, backgrounds=(), people=None):
     as_uint8 = lambda x: np.ascontiguousarray(np.clip(np.rint(x), 0, 255)).astype(np.uint8)   # noqa: E731
     return {"image": as_uint8(image), "alpha": np.ascontiguousarray(alpha, np.float32),
             "fg": as_uint8(fg_f), "bg": as_uint8(bg_f), "trimap": trimap,
-            "refined": bool(sample.get("refined", False))}
+            "refined": bool(sample.get("refined", False)), "rearranged": zoom or extra}

@@ -147,7 +147,8 @@ def epoch_plan(store, weights, *, epoch, seed, steps, batch_size, n_sizes):
     (cycled if the epoch needs more); each batch gets one bucket, uniform over the size table.
 
     Returns:
-        dict of int64 arrays, each of length steps * batch_size: index, bucket, refined, seed.
+        dict of int64 arrays, each of length steps * batch_size: index, bucket, refined, seed,
+        source (the pair list drawn).
     """
     rng = np.random.default_rng([seed, epoch])
     n = steps * batch_size
@@ -166,7 +167,8 @@ def epoch_plan(store, weights, *, epoch, seed, steps, batch_size, n_sizes):
     bucket = np.repeat(rng.integers(0, n_sizes, size=steps), batch_size)
     refined = np.asarray(store.refined, np.float64)[source]
     element_seed = np.stack([np.full(n, _seed_int(seed, epoch)), np.arange(n)], 1)
-    return {"index": index, "bucket": bucket, "refined": refined, "seed": element_seed}
+    return {"index": index, "bucket": bucket, "refined": refined, "seed": element_seed,
+            "source": source}
 
 
 def model_batch(samples, input_spec, output_spec=None):
@@ -185,9 +187,13 @@ def model_batch(samples, input_spec, output_spec=None):
 
 def distil_target(y, teacher_prob, weight):
     """Targets with a teacher's person probability blended into the alpha (knowledge
-    distillation): alpha <- (1 - w) alpha + w teacher; the refined flag is kept."""
-    if not 0.0 <= weight <= 1.0:
+    distillation): alpha <- (1 - w) alpha + w teacher; the refined flag is kept. `weight` is
+    one number or one per sample."""
+    weight = np.asarray(weight, np.float32)
+    if weight.min() < 0.0 or weight.max() > 1.0:
         raise ValueError(f"distil_weight must be in [0, 1], got {weight}")
+    if weight.ndim:
+        weight = weight.reshape(-1, 1, 1)
     teacher_prob = np.clip(np.asarray(teacher_prob, np.float32), 0.0, 1.0)
     if teacher_prob.shape != y.shape[:3]:
         raise ValueError(f"teacher output {teacher_prob.shape} does not match the targets "
@@ -212,12 +218,13 @@ class BatchMaker:
         backgrounds: people-free uint8 images to paste people onto (`load_backgrounds`).
         teacher: None, or a function (B, H, W, C) model input -> (B, H, W) person
             probability whose output is blended into the targets (`distil_target`) with
-            `distil_weight`.
+            `distil_weight`; distil_sources: the pair lists whose samples are blended (None:
+            all).
     """
 
     def __init__(self, store, weights, *, input_spec, batch_size, steps_per_epoch, seed=0,
                  sizes=SIZES_256, augment=None, backgrounds=None, output_spec=None,
-                 teacher=None, distil_weight=0.5):
+                 teacher=None, distil_weight=0.5, distil_sources=None):
         if len(weights) != len(store.sources):
             raise ValueError(f"{len(weights)} weights for {len(store.sources)} datasets")
         self.store, self.weights = store, list(weights)
@@ -227,6 +234,7 @@ class BatchMaker:
         self.augment = augment or AugmentConfig()
         self.backgrounds = backgrounds or []
         self.teacher, self.distil_weight = teacher, distil_weight
+        self.distil_sources = None if distil_sources is None else set(distil_sources)
         self._plans = {}
         self._lock = threading.Lock()
         self._teacher_lock = threading.Lock()
@@ -258,14 +266,24 @@ class BatchMaker:
 
     def batch(self, epoch, step):
         """(x, y) of batch `step` of epoch `epoch`."""
-        x, y = model_batch(self.samples(epoch, step), self.input_spec, self.output_spec)
+        samples = self.samples(epoch, step)
+        x, y = model_batch(samples, self.input_spec, self.output_spec)
         if self.teacher is not None:
             with self._teacher_lock:
                 prob = self.teacher(x)
+            weight = self.distil_weight
+            if self.distil_sources is not None:
+                # only the chosen datasets' samples, and not frames rearranged by zoom-out or
+                # pasted people (the teacher would miss the small people it never learnt)
+                first = step * self.batch_size
+                sources = self.plan(epoch)["source"][first:first + self.batch_size]
+                weight = np.asarray([self.distil_weight if int(k) in self.distil_sources
+                                     and not s.get("rearranged") else 0.0
+                                     for k, s in zip(sources, samples)], np.float32)
             if isinstance(y, dict):
-                y = {k: distil_target(v, prob, self.distil_weight) for k, v in y.items()}
+                y = {k: distil_target(v, prob, weight) for k, v in y.items()}
             else:
-                y = distil_target(y, prob, self.distil_weight)
+                y = distil_target(y, prob, weight)
         return x, y
 
 
@@ -339,7 +357,7 @@ def _tf_train_dataset(maker, epochs, initial_epoch):
 def train_dataset(store, weights, *, input_spec, batch_size, steps_per_epoch, epochs, seed=0,
                   sizes=SIZES_256, augment=None, backgrounds=None, initial_epoch=0,
                   output_spec=None, workers=2, backend=None, teacher=None,
-                  distil_weight=0.5):
+                  distil_weight=0.5, distil_sources=None):
     """The training batches of epochs [initial_epoch, epochs), `steps_per_epoch` each.
 
     Args: as for `BatchMaker`, plus `epochs` (last epoch, exclusive), `initial_epoch`
@@ -354,7 +372,8 @@ def train_dataset(store, weights, *, input_spec, batch_size, steps_per_epoch, ep
     maker = BatchMaker(store, weights, input_spec=input_spec, batch_size=batch_size,
                        steps_per_epoch=steps_per_epoch, seed=seed, sizes=sizes,
                        augment=augment, backgrounds=backgrounds, output_spec=output_spec,
-                       teacher=teacher, distil_weight=distil_weight)
+                       teacher=teacher, distil_weight=distil_weight,
+                       distil_sources=distil_sources)
     if (backend or keras.backend.backend()) != "tensorflow":
         return TrainBatches(maker, initial_epoch, workers=workers)
     if teacher is None:

@@ -92,7 +92,10 @@ class TrainConfig:
         teacher: a registered model whose person probability on each training input is
             blended into the target (knowledge distillation; "" for none);
             teacher_weights: its deploy-form weights ("default": its release);
-            distil_weight: the teacher's share w: alpha <- (1 - w) alpha + w teacher.
+            distil_weight: the teacher's share w: alpha <- (1 - w) alpha + w teacher;
+            distil_photos: only samples of these kinds of photo (`DataSource.photos`) are
+            blended (empty: all), e.g. the kinds the teacher is already good at; then frames
+            rearranged by zoom-out or pasted people are not blended either.
         freeze_batchnorm: every BatchNorm in inference mode with fixed statistics (fine-tuning
             a converged model with small batches).
         keep_epochs: also keep every epoch's training-form weights, `epochs/epNNN.weights.h5`
@@ -136,6 +139,7 @@ class TrainConfig:
     teacher: str = ""
     teacher_weights: str = "default"
     distil_weight: float = 0.5
+    distil_photos: list = dataclasses.field(default_factory=list)
     freeze_batchnorm: bool = False
     keep_epochs: bool = False
     max_minutes: float = 0.0

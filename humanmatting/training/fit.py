@@ -235,6 +235,18 @@ def freeze_batchnorm(model):
     return frozen
 
 
+def distil_sources(config):
+    """The indices of the datasets whose samples are distilled (None: every one)."""
+    if not config.distil_photos:
+        return None
+    known = {d.photos for d in config.data}
+    unknown = set(config.distil_photos) - known
+    if unknown:
+        raise ValueError(f"distil_photos: no dataset of kind {', '.join(sorted(unknown))} "
+                         f"(kinds: {', '.join(sorted(known))})")
+    return [i for i, d in enumerate(config.data) if d.photos in config.distil_photos]
+
+
 def make_teacher(config, input_spec):
     """The teacher's predict function for distillation (None without one)."""
     if not config.teacher:
@@ -510,7 +522,8 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
             steps_per_epoch=steps, epochs=config.epochs, seed=config.seed, sizes=sizes,
             augment=augment, backgrounds=backgrounds, initial_epoch=initial_epoch,
             output_spec=output_spec, workers=config.workers,
-            teacher=make_teacher(config, input_spec), distil_weight=config.distil_weight)
+            teacher=make_teacher(config, input_spec), distil_weight=config.distil_weight,
+            distil_sources=distil_sources(config))
         val_batches = pipeline.ValBatches(val_store, input_spec=input_spec, sizes=sizes,
                                           output_spec=output_spec)
         val_ds = (pipeline.as_tf_dataset(val_batches, input_spec, output_spec, epochs=1)
