@@ -227,10 +227,9 @@ class Matter:
         min_confidence: drop person regions whose mean person probability (the model's,
             before refinement, over the region's solid part) is under this: the large
             regions a model half-believes in on people-free scenes (shelving, a facade,
-            foliage; 0.61-0.89 for Night stage 8 on the validation split), where its people
-            average 0.88 or more (Night-Lite's: one 0.79, the rest 0.87 or more). None: the
-            preset's
-            default (0.75 for the LikeUnets trained here, 0 = off otherwise).
+            foliage). It also deletes real people the model is unsure of (street scenes,
+            groups: `humanmatting.models.likeunet.MIN_CONFIDENCE`), so it is off by default
+            (0 for every preset; 0.75 was the LikeUnets' default until 2026-12-04).
         realtime: for video and webcam frames: the defaults of `flip`, `scales` and `refine`
             become one plain pass (no flip, (1.0,), no refinement) whatever the preset says;
             arguments given explicitly still win. `min_region` and `min_confidence` stay as

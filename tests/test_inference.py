@@ -343,10 +343,12 @@ def test_remove_unsure_regions_by_hand():
             remove_small_regions(alpha, 0.0, prob=prob, min_confidence=bad)
 
 
-@pytest.mark.parametrize("option, default", [("min_region", 0.005), ("min_confidence", 0.75)])
+@pytest.mark.parametrize("option, default", [("min_region", 0.005), ("min_confidence", 0.0)])
 def test_region_filters_default_to_the_preset(option, default):
+    # min_confidence is off by default since 2026-12-04: it deleted real people in scenes
     assert getattr(Matter("likeunet_night"), option) == default
     assert getattr(Matter("likeunet_night_lite", realtime=True), option) == default  # frames
+    assert getattr(Matter("likeunet_night", **{option: 0.5}), option) == 0.5
     assert getattr(Matter("likeunet_night", **{option: 0}), option) == 0.0
     assert getattr(Matter("likeunet_dark_light_original"), option) == 0.0     # as released
     inputs = keras.Input((None, None, 3))

@@ -1,6 +1,8 @@
 """What users see does not change: each released model's alpha on the bundled photo, through
 `Matter` with its defaults, equals the stored one (tests/data/release_pins.npz, written by
-tools/write_release_pins.py before the core was reworked)."""
+tools/write_release_pins.py before the core was reworked, and rewritten only when a release
+or a default changes on purpose: last on 2026-12-04, Night and Dark re-released and
+min_confidence off)."""
 
 from pathlib import Path
 

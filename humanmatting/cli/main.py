@@ -59,8 +59,8 @@ def _add_still_options(p):
                    default=None, metavar="P",
                    help="drop person regions whose mean person probability is under this "
                         "(large regions half-believed on people-free scenes); 0: keep all; "
-                        "default: the model's own (0.75 for the LikeUnets trained here, 0 "
-                        "otherwise)")
+                        "default: the model's own (0 = off for every model since "
+                        "2026-12-04; it deleted real people in street scenes)")
 
 
 def _still_options(args):

@@ -183,21 +183,21 @@ RGB_256 = InputSpec(channels=3)
 #: lose portraits, 0.9487 / 0.9355).
 LITE_SCALES = (1.0, 1.25, 1.5)
 #: `Matter` drops person regions under 0.5 % of the image for the models trained here, after
-#: the refinement (on the validation split, Night stage 7: 6 -> 4 of the 13 people-free bands
-#: taken for a person, IoU on portraits / full-body photos 0.9677 / 0.9406 -> 0.9678 / 0.9409;
-#: 1 % to 5 % gave no more on the bands, so the smallest, which keeps small people in a wide
-#: scene; `likeunet_night.md`).
+#: the refinement. Chosen on every kind of photo of the validation split (2026-12-04,
+#: `benchmarks/defaults_sweep.py --config configs/likeunet_night_people.yaml`, first
+#: people-in-any-photo fine-tune of Night; IoU portraits / full-body / street scenes / groups /
+#: people-free): off 0.958 / 0.932 / 0.615 / 0.385 / 0.206, 0.001 0.958 / 0.932 / 0.615 /
+#: 0.388 / 0.353, 0.005 0.958 / 0.933 / 0.614 / 0.392 / 0.471: it costs no kind with people
+#: and keeps specks off people-free scenes.
 MIN_REGION = 0.005
-#: ... and the regions whose mean person probability (before refinement) is under 0.75: on the
-#: validation split, every person region of Night stage 8 averages 0.88 or more (Night-Lite:
-#: one 0.79, the rest 0.87 or more), while the large regions taken on people-free scenes
-#: average 0.61-0.89 (shelving, facades, foliage; a statue 0.94). Night stage 8, portraits /
-#: full-body / people-free bands with no person of 13: 0.9678 / 0.9413 / 9 without it,
-#: 0.9680 / 0.9413 / 11 with it (`likeunet_night.md`); 0.8 gave the same as 0.75 on the bands,
-#: 0.85 more on portraits but with no margin under the people, so not taken. Stage 9 (the
-#: release since): people 0.877 or more, false regions on the bands 0.65-0.94; 0.9681 / 0.9413
-#: / 7 without the filter, 0.9690 / 0.9413 / 11 with it.
-MIN_CONFIDENCE = 0.75
+#: The filter of regions the model is unsure of (mean person probability under a threshold,
+#: 0.75 until 2026-12-04) is off: chosen on portraits and standing people, it deleted real
+#: people in street scenes and groups. Same sweep, min_region 0.005, min_confidence 0 / 0.6 /
+#: 0.75: scenes 0.614 / 0.604 / 0.446, groups 0.392 / 0.393 / 0.330 (people-free 0.471 /
+#: 0.529 / 0.794); on the retrained Night 0.584 / 0.570 / 0.456 and 0.324 / 0.295 / 0.257.
+#: A default may cost no kind of photo with people more than 0.01; 0.6 and 0.75 do, 0.5 does
+#: nothing. `Matter(min_confidence=0.75)` still turns it on.
+MIN_CONFIDENCE = 0.0
 
 
 @register_model(input=RGB, weights="likeunet_night.weights.h5", flip=True,
