@@ -245,3 +245,29 @@ def test_fit_distils_freezes_batchnorm_keeps_epochs_and_stops_in_time(tmp_path):
         bad.overrides = tiny
         fit(bad, log=lambda *a: None)
     assert keras.backend.backend() == "tensorflow"
+
+
+def test_model_cards_have_the_fixed_form_and_keep_their_history(tmp_path):
+    from humanmatting.training.release import CARD_SECTIONS, card_history, write_card
+
+    texts = dict(what="A model.", use="Photos.", data="Some data.", table="| a |\n|---|",
+                 reproduce="`humanmatting train --config c.yaml`")
+    path = write_card(tmp_path, "m", history=["- 2026-12-01: first."], log=lambda *a: None,
+                      **texts)
+    write_card(tmp_path, "m", history=["- 2026-12-04: second,\n  on two lines."],
+               log=lambda *a: None, **texts)
+    text = path.read_text()
+    assert text.startswith("# Model card: `m`\n")
+    assert [ln[3:] for ln in text.splitlines() if ln.startswith("## ")] == list(CARD_SECTIONS)
+    assert card_history(path) == ["- 2026-12-04: second,\n  on two lines.", "- 2026-12-01: first."]
+    # every released model's card has the same form
+    from pathlib import Path
+
+    from humanmatting.registry import released_models
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    for name in released_models():
+        card = (models / f"{name}.md").read_text()
+        assert [ln[3:] for ln in card.splitlines() if ln.startswith("## ")] == \
+            list(CARD_SECTIONS), name
+        assert card_history(models / f"{name}.md"), name
