@@ -75,6 +75,8 @@ class ConvBN(keras.layers.Layer):
         strides: convolution stride (1 or 2; a transposed block has stride 1).
         transpose: use a stride-1 transposed convolution in training form.
         conv_bias: give the training-form convolution a bias (the original release has one).
+        dilation_rate: dilation of the convolution ("same" padding = dilation for a 3x3
+            kernel, PyTorch's `padding=dilation`); stride 1 when dilated.
         deploy: build the fused form (one convolution with bias).
         momentum, epsilon: BatchNorm settings.
 
@@ -85,12 +87,17 @@ class ConvBN(keras.layers.Layer):
     """
 
     def __init__(self, filters, kernel_size=3, *, activation=None, strides=1, transpose=False,
-                 conv_bias=False, deploy=False, momentum=0.99, epsilon=1e-3, **kwargs):
+                 conv_bias=False, deploy=False, momentum=0.99, epsilon=1e-3, dilation_rate=1,
+                 **kwargs):
         super().__init__(**kwargs)
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         if strides not in (1, 2) or (transpose and strides != 1):
             raise ValueError(f"strides must be 1 or 2 (1 when transposed), got {strides}")
+        if dilation_rate < 1 or (dilation_rate > 1 and (strides != 1 or transpose)):
+            raise ValueError(f"dilation_rate must be >= 1 (with stride 1, not transposed), got "
+                             f"{dilation_rate}")
+        self.dilation_rate = dilation_rate
         self.strides = strides
         self.filters = filters
         self.kernel_size = kernel_size
@@ -103,12 +110,14 @@ class ConvBN(keras.layers.Layer):
         self.epsilon = epsilon
         if deploy:
             self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides,
-                                            padding="same", name="conv")
+                                            padding="same", dilation_rate=dilation_rate,
+                                            name="conv")
             self.bn = None
         else:
             conv_cls = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+            dilation = {} if transpose else {"dilation_rate": dilation_rate}
             self.conv = conv_cls(filters, kernel_size, strides=strides, padding="same",
-                                 use_bias=conv_bias, name="conv")
+                                 use_bias=conv_bias, name="conv", **dilation)
             self.bn = _batchnorm(momentum, epsilon, "bn")
 
     def build(self, input_shape):
@@ -144,5 +153,6 @@ class ConvBN(keras.layers.Layer):
         config.update(filters=self.filters, kernel_size=self.kernel_size,
                       activation=self.activation, strides=self.strides,
                       transpose=self.transpose, conv_bias=self.conv_bias, deploy=self.deploy,
-                      momentum=self.momentum, epsilon=self.epsilon)
+                      momentum=self.momentum, epsilon=self.epsilon,
+                      dilation_rate=self.dilation_rate)
         return config

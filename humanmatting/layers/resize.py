@@ -96,3 +96,41 @@ class NearestUpsample2x(DepthToSpace2x):
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
         return (b, None if h is None else 2 * h, None if w is None else 2 * w, c)
+
+
+@keras.saving.register_keras_serializable(package="humanmatting")
+class BilinearUpsample(keras.layers.Layer):
+    """Multiplies height and width by an integer `factor` with bilinear interpolation
+    (half-pixel centres, no antialiasing: PyTorch's `align_corners=False`), one resize (not
+    repeated doublings, which differ). TensorFlow ops on TensorFlow for the same reason as
+    `BilinearUpsample2x`.
+
+    Shapes: (B, H, W, C) -> (B, factor H, factor W, C).
+    """
+
+    def __init__(self, factor, **kwargs):
+        super().__init__(**kwargs)
+        if int(factor) != factor or factor < 1:
+            raise ValueError(f"factor must be a positive integer, got {factor}")
+        self.factor = int(factor)
+
+    def call(self, x):
+        if self.factor == 1:
+            return x
+        if not _tensorflow():
+            _, h, w, _ = ops.shape(x)
+            return ops.cast(ops.image.resize(x, (self.factor * h, self.factor * w),
+                                             interpolation="bilinear", antialias=False),
+                            x.dtype)
+        import tensorflow as tf
+
+        size = tf.shape(x)[1:3] * self.factor
+        return tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        f = self.factor
+        return (b, None if h is None else f * h, None if w is None else f * w, c)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}

@@ -1,0 +1,166 @@
+"""U^2-Net's blocks against an independent NumPy forward in the original's NCHW / OIHW layout
+(ceil-mode pooling, align_corners=False resizing), from random state dicts of the original key
+names; state dicts written from our weights load back; BatchNorm folds."""
+
+import numpy as np
+import pytest
+
+from humanmatting.fusion import fuse, is_deploy
+from humanmatting.layers import RSU, BilinearUpsample
+
+EPS = 1e-5
+
+
+# ---- the reference: NumPy, NCHW, written from the original code's description ----------
+
+def conv_nchw(x, weight, bias, dilation):
+    """3x3 convolution with padding = dilation: x (C, H, W), weight (O, C, 3, 3)."""
+    c, h, w = x.shape
+    d = dilation
+    padded = np.zeros((c, h + 2 * d, w + 2 * d))
+    padded[:, d:d + h, d:d + w] = x
+    out = np.zeros((weight.shape[0], h, w))
+    for i in range(3):
+        for j in range(3):
+            patch = padded[:, i * d:i * d + h, j * d:j * d + w]
+            out += np.einsum("oc,chw->ohw", weight[:, :, i, j], patch)
+    return out + bias[:, None, None]
+
+
+def rebnconv(state, key, x, dilation):
+    y = conv_nchw(x, state[f"{key}.conv_s1.weight"], state[f"{key}.conv_s1.bias"], dilation)
+    g, b = state[f"{key}.bn_s1.weight"], state[f"{key}.bn_s1.bias"]
+    m, v = state[f"{key}.bn_s1.running_mean"], state[f"{key}.bn_s1.running_var"]
+    y = (y - m[:, None, None]) / np.sqrt(v[:, None, None] + EPS) * g[:, None, None] + \
+        b[:, None, None]
+    return np.maximum(y, 0)
+
+
+def maxpool_ceil(x):
+    """2x2, stride 2, ceil mode: odd sides get a last window of one row / column."""
+    c, h, w = x.shape
+    hh, ww = -(-h // 2), -(-w // 2)
+    padded = np.full((c, 2 * hh, 2 * ww), -np.inf)
+    padded[:, :h, :w] = x
+    return padded.reshape(c, hh, 2, ww, 2).max(axis=(2, 4))
+
+
+def resize_bilinear(x, height, width):
+    """PyTorch's F.interpolate(mode="bilinear", align_corners=False)."""
+    c, h, w = x.shape
+
+    def axis(n_out, n_in):
+        src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        src = np.clip(src, 0, None)
+        lo = np.minimum(np.floor(src).astype(int), n_in - 1)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, src - lo
+
+    y0, y1, fy = axis(height, h)
+    x0, x1, fx = axis(width, w)
+    rows = x[:, y0] * (1 - fy)[None, :, None] + x[:, y1] * fy[None, :, None]
+    return rows[:, :, x0] * (1 - fx)[None, None, :] + rows[:, :, x1] * fx[None, None, :]
+
+
+def rsu_reference(state, prefix, x, height, dilated):
+    hxin = rebnconv(state, f"{prefix}.rebnconvin", x, 1)
+    if dilated:   # RSU-4F
+        hx1 = rebnconv(state, f"{prefix}.rebnconv1", hxin, 1)
+        hx2 = rebnconv(state, f"{prefix}.rebnconv2", hx1, 2)
+        hx3 = rebnconv(state, f"{prefix}.rebnconv3", hx2, 4)
+        hx4 = rebnconv(state, f"{prefix}.rebnconv4", hx3, 8)
+        hx3d = rebnconv(state, f"{prefix}.rebnconv3d", np.concatenate([hx4, hx3]), 4)
+        hx2d = rebnconv(state, f"{prefix}.rebnconv2d", np.concatenate([hx3d, hx2]), 2)
+        hx1d = rebnconv(state, f"{prefix}.rebnconv1d", np.concatenate([hx2d, hx1]), 1)
+        return hx1d + hxin
+    enc = [rebnconv(state, f"{prefix}.rebnconv1", hxin, 1)]
+    for i in range(2, height):
+        enc.append(rebnconv(state, f"{prefix}.rebnconv{i}", maxpool_ceil(enc[-1]), 1))
+    hx = rebnconv(state, f"{prefix}.rebnconv{height}", enc[-1], 2)
+    hx = rebnconv(state, f"{prefix}.rebnconv{height - 1}d", np.concatenate([hx, enc[-1]]), 1)
+    for i in range(height - 2, 0, -1):
+        skip = enc[i - 1]
+        hx = resize_bilinear(hx, *skip.shape[1:])
+        hx = rebnconv(state, f"{prefix}.rebnconv{i}d", np.concatenate([hx, skip]), 1)
+    return hx + hxin
+
+
+def random_state(block, prefix, seed):
+    """A random state dict of the block's original key names and shapes."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, value in block.torch_state(prefix).items():
+        if key.endswith("running_var"):
+            state[key] = rng.uniform(0.5, 2.0, value.shape)
+        elif key.endswith(".weight") and ".bn_s1." in key:
+            state[key] = rng.uniform(0.5, 1.5, value.shape)
+        elif key.endswith("conv_s1.weight"):
+            fan_in = value.shape[1] * 9
+            state[key] = rng.normal(0, np.sqrt(2 / fan_in), value.shape)
+        else:
+            state[key] = rng.normal(0, 0.1, value.shape)
+        state[key] = state[key].astype(np.float32)
+    state[f"{prefix}.rebnconvin.bn_s1.num_batches_tracked"] = np.array(7)
+    return state
+
+
+@pytest.mark.parametrize("height, dilated, size", [(4, True, (12, 20)), (4, False, (16, 24)),
+                                                   (5, False, (32, 24)), (7, False, (64, 96))])
+def test_rsu_equals_the_numpy_reference_of_the_original_layout(height, dilated, size):
+    block = RSU(height, 4, 6, dilated=dilated)
+    block.build((1, *size, 3))
+    state = random_state(block, "stage1", seed=height)
+    used = block.load_torch_state(state, "stage1")
+    assert len(used) == 6 * (2 * height)      # in + L down + (L - 1) up, six tensors each
+    x = np.random.default_rng(1).uniform(0, 1, (3, *size)).astype(np.float32)
+    expected = rsu_reference({k: v.astype(np.float64) for k, v in state.items()}, "stage1",
+                             x.astype(np.float64), height, dilated)
+    ours = np.asarray(block(np.transpose(x, (1, 2, 0))[None], training=False))[0]
+    np.testing.assert_allclose(np.transpose(ours, (2, 0, 1)), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_reference_pieces_are_the_original_operations():
+    # ceil-mode pooling keeps the last odd row / column on its own
+    x = np.arange(15, dtype=np.float64).reshape(1, 3, 5)
+    np.testing.assert_array_equal(maxpool_ceil(x)[0], [[6, 8, 9], [11, 13, 14]])
+    # align_corners=False x2: edge pixels copy, inner ones are 3:1 blends
+    row = resize_bilinear(np.array([[[0.0, 4.0]]]), 1, 4)[0, 0]
+    np.testing.assert_allclose(row, [0, 1, 3, 4])
+    # ... and our factor-4 upsampling equals it
+    y = np.random.default_rng(0).uniform(0, 1, (2, 3, 5)).astype(np.float32)
+    ours = np.asarray(BilinearUpsample(4)(np.transpose(y, (1, 2, 0))[None]))[0]
+    np.testing.assert_allclose(np.transpose(ours, (2, 0, 1)), resize_bilinear(y, 12, 20),
+                               atol=1e-5)
+
+
+def test_state_written_from_our_weights_loads_back_and_the_block_fuses():
+    import keras
+
+    block = RSU(5, 4, 6)
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, block(inputs))
+    state = random_state(block, "stage2", seed=3)
+    block.load_torch_state(state, "stage2")
+    written = block.torch_state("stage2")
+    assert set(written) == {k for k in state if not k.endswith("num_batches_tracked")}
+    other = RSU(5, 4, 6)
+    other.build((1, 32, 32, 3))
+    other.load_torch_state(written, "stage2")
+    x = np.random.default_rng(2).uniform(0, 1, (1, 32, 48, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(other(x)), np.asarray(block(x)))
+    fused = fuse(model)
+    assert is_deploy(fused)
+    np.testing.assert_allclose(np.asarray(fused(x)), np.asarray(model(x)), atol=1e-4)
+    with pytest.raises(KeyError):
+        other.load_torch_state({}, "stage2")
+    bad = dict(written)
+    bad["stage2.rebnconv1.conv_s1.weight"] = np.zeros((4, 7, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="rebnconv1"):
+        other.load_torch_state(bad, "stage2")
+
+
+def test_rsu_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="RSU-4F"):
+        RSU(5, 4, 6, dilated=True)
+    with pytest.raises(ValueError, match="height"):
+        RSU(2, 4, 6)
