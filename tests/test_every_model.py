@@ -65,7 +65,8 @@ def trained(tmp_path_factory):
             x, y = _batch(name, count=4)
             model.compile(optimizer=keras.optimizers.Adam(3e-3),
                           loss=default_loss(get_preset(name)))
-            losses = [float(model.train_on_batch(x, y)) for _ in range(4)]
+            # a dict-output model gives [total, per-output...]: the total is first
+            losses = [float(np.ravel(model.train_on_batch(x, y))[0]) for _ in range(4)]
             randomize_batchnorm(model, seed=7)   # fusion must fold trained-looking statistics
             cache[name] = model, x, losses
         return cache[name]

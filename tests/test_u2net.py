@@ -164,3 +164,20 @@ def test_rsu_rejects_bad_shapes():
         RSU(5, 4, 6, dilated=True)
     with pytest.raises(ValueError, match="height"):
         RSU(2, 4, 6)
+
+
+@pytest.mark.parametrize("name, low, high", [("u2net", 40e6, 48e6), ("u2netp", 0.9e6, 1.4e6)])
+def test_u2net_sizes_names_and_outputs(name, low, high):
+    import humanmatting
+    from humanmatting.registry import get_preset
+
+    model = humanmatting.create_model(name, weights=None, deploy=False)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert low <= trainable <= high                   # the paper: 44.0 M and 1.13 M
+    names = {layer.name for layer in model.layers}
+    assert {f"stage{i}" for i in range(1, 7)} | {f"stage{i}d" for i in range(1, 6)} | {
+        f"side{i}" for i in range(1, 7)} | {"outconv"} <= names
+    x = np.zeros((1, 64, 96, 3), np.float32)
+    out = model(x)
+    assert sorted(out) == sorted(get_preset(name).output.names)
+    assert all(tuple(v.shape) == (1, 64, 96, 1) for v in out.values())
