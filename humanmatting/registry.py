@@ -84,6 +84,10 @@ class Preset:
             fraction of the image (`inference.remove_small_regions`; 0 = keep every region).
         min_confidence: `Matter`'s default for dropping person regions whose mean person
             probability (the model's, before refinement) is under this (0 = keep them).
+        foreign_loader: None, or function(training-form model, path) that loads a checkpoint
+            of the family's original code (`.pth`, `.safetensors`, `.npz` state dicts) into
+            it; `create_model(name, weights=that file)` then builds the training form, loads
+            it and fuses it when `deploy`.
     """
 
     name: str
@@ -100,6 +104,7 @@ class Preset:
     refine: str | None = None
     min_region: float = 0.0
     min_confidence: float = 0.0
+    foreign_loader: object = None
 
     def __post_init__(self):
         object.__setattr__(self, "output", OutputSpec.of(self.output))
@@ -233,6 +238,10 @@ def released_tflite(name, quantize):
     return path
 
 
+#: checkpoint files of a family's original code, read by its preset's `foreign_loader`
+FOREIGN_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
+
+
 def create_model(name, *, weights="default", deploy=True, **overrides):
     """Builds a registered model and loads its weights.
 
@@ -240,7 +249,8 @@ def create_model(name, *, weights="default", deploy=True, **overrides):
         name: a name from `list_models()`.
         weights: "default" for the released weights (random with a warning when none are
             released), None for random initialisation, or a path to a `.weights.h5` file saved
-            from the same architecture and form.
+            from the same architecture and form, or to a checkpoint of the family's original
+            code (`.pth`, `.pt`, `.safetensors`, `.npz`) where the preset has a loader.
         deploy: True for the fused inference form, False for the training form.
         **overrides: architecture arguments passed to the builder.
 
@@ -254,6 +264,17 @@ def create_model(name, *, weights="default", deploy=True, **overrides):
     """
     preset = get_preset(name)
     path = resolve_weights(preset, weights)
+    if path is not None and path.suffix.lower() in FOREIGN_SUFFIXES:
+        if preset.foreign_loader is None:
+            raise ValueError(f"{path}: {name!r} loads only .weights.h5 files (no loader for "
+                             "its original code's checkpoints)")
+        model = preset.builder(deploy=False, **overrides)
+        preset.foreign_loader(model, path)
+        if deploy:
+            from humanmatting.fusion import fuse
+
+            model = fuse(model)
+        return model
     if path is not None and not deploy and weights == "default":
         raise ValueError(f"the released weights of {name!r} are in deploy form; use deploy=True, "
                          "or weights=None to train from scratch")

@@ -181,3 +181,41 @@ def test_u2net_sizes_names_and_outputs(name, low, high):
     out = model(x)
     assert sorted(out) == sorted(get_preset(name).output.names)
     assert all(tuple(v.shape) == (1, 64, 96, 1) for v in out.values())
+
+
+def test_a_state_dict_of_our_weights_under_the_original_names_loads_back(tmp_path):
+    import humanmatting
+    from humanmatting.models.u2net import load_original, torch_state
+
+    model = humanmatting.create_model("u2netp", weights=None, deploy=False)
+    from conftest import randomize_batchnorm
+
+    randomize_batchnorm(model, seed=4)
+    state = torch_state(model)
+    assert "stage1.rebnconvin.conv_s1.weight" in state and state["side6.weight"].shape == (
+        1, 64, 3, 3) and state["outconv.weight"].shape == (1, 6, 1, 1)
+    state["stage1.rebnconvin.bn_s1.num_batches_tracked"] = np.array(3)
+    np.savez(tmp_path / "u2netp.npz", **{f"module.{k}": v for k, v in state.items()})
+    x = np.random.default_rng(0).uniform(-2, 2, (1, 64, 96, 3)).astype(np.float32)
+    expected = np.asarray(model(x)["fused"])
+    trained = humanmatting.create_model("u2netp", weights=tmp_path / "u2netp.npz",
+                                        deploy=False)
+    np.testing.assert_array_equal(np.asarray(trained(x)["fused"]), expected)
+    deployed = humanmatting.create_model("u2netp", weights=tmp_path / "u2netp.npz")
+    assert is_deploy(deployed)
+    np.testing.assert_allclose(np.asarray(deployed(x)["fused"]), expected, atol=1e-5)
+    # a checkpoint of another model, or a broken file, is refused with its name
+    other = humanmatting.create_model("u2netp", weights=None, deploy=False)
+    with pytest.raises(ValueError, match="no 'stage1"):
+        load_original(other, {"x": np.zeros(1)})
+    extra = dict(state, **{"stage7.rebnconvin.conv_s1.bias": np.zeros(3)})
+    with pytest.raises(ValueError, match="stage7"):
+        load_original(other, extra)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="bad.npz"):
+        humanmatting.create_model("u2netp", weights=tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="needs the 'safetensors' package|not a readable"):
+        (tmp_path / "w.safetensors").write_bytes(b"x")
+        humanmatting.create_model("u2netp", weights=tmp_path / "w.safetensors")
+    with pytest.raises(ValueError, match="loads only .weights.h5"):
+        humanmatting.create_model("likeunet_night", weights=tmp_path / "u2netp.npz")

@@ -14,7 +14,10 @@ Keras's layout is channels_last (B, H, W, C): the original's NCHW tensors and OI
 transposed on loading, never at run time.
 """
 
+from pathlib import Path
+
 import keras
+import numpy as np
 
 from humanmatting.layers import RSU, BilinearUpsample, BilinearUpsample2x
 from humanmatting.registry import InputSpec, OutputSpec, register_model
@@ -69,19 +72,99 @@ def u2net_model(stages, *, input_channels=3, deploy=False, name="u2net"):
     return keras.Model(inputs, outputs, name=name)
 
 
+def read_state_dict(path):
+    """{key: NumPy array} from a `.npz`, `.safetensors` (the `safetensors` package) or
+    `.pth` / `.pt` file (PyTorch, `pip install torch`; loaded with weights_only=True). A
+    DataParallel `module.` prefix is removed."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                state = {k: data[k] for k in data.files}
+        elif suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            state = load_file(str(path))
+        else:
+            import torch
+
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+            loaded = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
+            state = {k: v.detach().cpu().numpy() for k, v in loaded.items()}
+    except ImportError as err:
+        raise ValueError(f"{path}: reading {suffix} files needs the {err.name!r} package "
+                         f"(pip install {err.name})") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a readable state dict ({err})") from None
+    return {k[len("module."):] if k.startswith("module.") else k: np.asarray(v)
+            for k, v in state.items()}
+
+
+def torch_state(model):
+    """A training-form U^2-Net's weights as a state dict of the original code's layout."""
+    state = {}
+    for layer in model.layers:
+        if isinstance(layer, RSU):
+            state.update(layer.torch_state(layer.name))
+        elif layer.name in SIDES or layer.name == "outconv":
+            kernel, bias = (w.numpy() for w in layer.weights)
+            state[f"{layer.name}.weight"] = np.transpose(kernel, (3, 2, 0, 1))
+            state[f"{layer.name}.bias"] = bias
+    return state
+
+
+def load_original(model, path_or_state):
+    """Loads a checkpoint of the original U^2-Net code (or of the portrait fork, e.g.
+    `u2net_human_seg.pth`) into a training-form model; every key must be used and every
+    tensor must fit.
+
+    Raises:
+        ValueError: a missing or unused key, or a tensor of the wrong shape (named).
+    """
+    state = (read_state_dict(path_or_state) if isinstance(path_or_state, (str, Path))
+             else dict(path_or_state))
+    where = path_or_state if isinstance(path_or_state, (str, Path)) else "state dict"
+    used = set()
+    try:
+        for layer in model.layers:
+            if isinstance(layer, RSU):
+                used.update(layer.load_torch_state(state, layer.name))
+            elif layer.name in SIDES or layer.name == "outconv":
+                weight = np.transpose(state[f"{layer.name}.weight"], (2, 3, 1, 0))
+                bias = state[f"{layer.name}.bias"]
+                kernel_var, bias_var = layer.weights
+                if tuple(kernel_var.shape) != weight.shape:
+                    raise ValueError(f"{layer.name}: expected {tuple(kernel_var.shape)}, got "
+                                     f"{weight.shape}")
+                kernel_var.assign(weight.astype(np.float32))
+                bias_var.assign(np.asarray(bias, np.float32))
+                used.update({f"{layer.name}.weight", f"{layer.name}.bias"})
+    except KeyError as err:
+        raise ValueError(f"{where}: no {err.args[0]!r}; is it a {model.name} checkpoint?") \
+            from None
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}; is it a {model.name} checkpoint?") from None
+    unused = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked"))
+    if unused:
+        raise ValueError(f"{where}: {len(unused)} key(s) this {model.name} has no place for, "
+                         f"e.g. {unused[0]!r}")
+    return model
+
+
 #: Our training and inference convention: RGB / 255, ImageNet mean and std; sizes as Night's
 IMAGENET_RGB = InputSpec(channels=3, normalisation="imagenet", sizes=SIZES_320)
 DEEP_SUPERVISION = OutputSpec(kind="sigmoid", primary="fused", sides=SIDES)
 
 
-@register_model(input=IMAGENET_RGB, output=DEEP_SUPERVISION,
+@register_model(input=IMAGENET_RGB, output=DEEP_SUPERVISION, foreign_loader=load_original,
                 description="U^2-Net (Qin et al. 2020): nested residual U-blocks, deep "
                             "supervision; 44 M parameters, no weights shipped")
 def u2net(**kwargs):
     return u2net_model(U2NET_STAGES, **{"name": "u2net", **kwargs})
 
 
-@register_model(input=IMAGENET_RGB, output=DEEP_SUPERVISION,
+@register_model(input=IMAGENET_RGB, output=DEEP_SUPERVISION, foreign_loader=load_original,
                 description="U^2-Net-P (Qin et al. 2020): the 1.1 M-parameter U^2-Net")
 def u2netp(**kwargs):
     return u2net_model(U2NETP_STAGES, **{"name": "u2netp", **kwargs})
