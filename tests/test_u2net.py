@@ -219,3 +219,27 @@ def test_a_state_dict_of_our_weights_under_the_original_names_loads_back(tmp_pat
         humanmatting.create_model("u2netp", weights=tmp_path / "w.safetensors")
     with pytest.raises(ValueError, match="loads only .weights.h5"):
         humanmatting.create_model("likeunet_night", weights=tmp_path / "u2netp.npz")
+
+
+def test_convert_cli_writes_the_deploy_form_of_an_original_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    import humanmatting
+    from humanmatting.models.u2net import torch_state
+
+    model = humanmatting.create_model("u2netp", weights=None, deploy=False)
+    np.savez(tmp_path / "u2netp.npz", **torch_state(model))
+    out = tmp_path / "u2netp.weights.h5"
+    run = subprocess.run([sys.executable, "-m", "humanmatting", "convert", "--model", "u2netp",
+                          "--weights", str(tmp_path / "u2netp.npz"), "--output", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    deployed = humanmatting.create_model("u2netp", weights=out)
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 32, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(deployed(x)["fused"]),
+                               np.asarray(model(x)["fused"]), atol=1e-5)
+    bad = subprocess.run([sys.executable, "-m", "humanmatting", "convert", "--model", "u2netp",
+                          "--weights", str(tmp_path / "missing.pth"), "--output", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "missing.pth" in bad.stderr

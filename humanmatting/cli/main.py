@@ -322,6 +322,38 @@ def _add_release_commands(sub):
     p.add_argument("--models", default="models", help="weights folder (default: models)")
     p.set_defaults(func=cmd_carry)
 
+    p = sub.add_parser("convert", help="a checkpoint of a family's original code (.pth, "
+                                       ".safetensors, .npz) as a .weights.h5 file",
+                       description="Loads an original checkpoint (e.g. U^2-Net's u2netp.pth) "
+                                   "into the registered model and writes its weights "
+                                   "atomically: the deploy form (BatchNorm folded), or the "
+                                   "training form with --training-form.")
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights", required=True, help="the original checkpoint")
+    p.add_argument("--output", required=True, help="the .weights.h5 file to write")
+    p.add_argument("--training-form", action="store_true",
+                   help="keep BatchNorm separate (to fine-tune from)")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(args):
+    if not args.output.endswith(".weights.h5"):
+        return user_error(f"--output {args.output}: must end in .weights.h5")
+    import_tensorflow()
+    from humanmatting.io import atomic_path
+    from humanmatting.registry import create_model
+
+    try:
+        model = create_model(args.model, weights=args.weights, deploy=not args.training_form)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.output) as tmp:
+            model.save_weights(tmp)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        return user_error(str(err))
+    print(f"wrote {args.output} ({model.count_params():,} parameters, "
+          f"{'training' if args.training_form else 'deploy'} form)")
+    return 0
+
 
 def cmd_pack(args):
     from humanmatting.data.pack import pack
