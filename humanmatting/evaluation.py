@@ -23,12 +23,12 @@ class TFLitePeer:
     """
 
     def __init__(self, path, threads=2):
-        from humanmatting.export import _TFLiteRunner
+        from humanmatting.export import TFLiteRunner
 
         self.name = str(path)
         # the runner that our own exports use: with its fallback from XNNPACK to the built-in
         # kernels for files the delegate cannot prepare (e.g. some int8 peers)
-        self.runner = _TFLiteRunner(path, threads=threads)
+        self.runner = TFLiteRunner(path, threads=threads)
         _, self.height, self.width, self.channels = self.runner.input["shape"]
 
     def run(self, batch):

@@ -220,7 +220,7 @@ def load_runner(path, fmt, threads=None, output_spec=None):
         input_name = session.get_inputs()[0].name
         return lambda x: _person(session.run(None, {input_name: x})[0])
     if fmt == "tflite":
-        return _TFLiteRunner(path, threads, output_spec)
+        return TFLiteRunner(path, threads, output_spec)
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
 
 
@@ -229,7 +229,7 @@ def _first_line(err, limit=160):
     return " ".join(str(err).split())[:limit]
 
 
-class _TFLiteRunner:
+class TFLiteRunner:
     """Runs a TFLite file at any input size (the input tensor is resized when it changes).
 
     The interpreter applies TFLite's default XNNPACK delegate. Some int8 files (seen with

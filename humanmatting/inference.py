@@ -165,7 +165,7 @@ class ExportedBackend:
         return self._run(np.ascontiguousarray(batch, np.float32))
 
 
-def _cover(background, height, width):
+def cover(background, height, width):
     """Resizes and centre-crops `background` to fill (height, width) without distortion."""
     bh, bw = background.shape[:2]
     if (bh, bw) == (height, width):   # e.g. a video's background, covered once for all frames
@@ -430,7 +430,7 @@ class Matter:
                 raise ValueError(f"background colour {tuple(background)} must be 0-255 RGB")
             rest = cv2.multiply(rest, tuple(float(c) for c in background) + (0.0,))
         else:
-            bg = _cover(load_rgb(background, "background"), height, width)
+            bg = cover(load_rgb(background, "background"), height, width)
             rest = cv2.multiply(rest, bg.astype(np.float32))
         out = cv2.add(cv2.multiply(image.astype(np.float32), a3), rest)
         np.rint(out, out=out)

@@ -93,7 +93,7 @@ def test_tflite_runner_falls_back_when_the_delegate_fails(tmp_path, tiny_acnet, 
     export(tiny_acnet, "tflite", path)
     x = np.random.default_rng(2).uniform(0, 1, (1, 64, 96, 3)).astype(np.float32)
     expected = export_module.load_runner(path, "tflite")(x)
-    real = export_module._TFLiteRunner._allocate
+    real = export_module.TFLiteRunner._allocate
 
     def failing(self, shape):   # the delegate's failure, as TFLite reports it
         if self.delegated:
@@ -101,13 +101,13 @@ def test_tflite_runner_falls_back_when_the_delegate_fails(tmp_path, tiny_acnet, 
                                "(TfLiteXNNPackDelegate) failed to prepare.")
         real(self, shape)
 
-    monkeypatch.setattr(export_module._TFLiteRunner, "_allocate", failing)
+    monkeypatch.setattr(export_module.TFLiteRunner, "_allocate", failing)
     runner = export_module.load_runner(path, "tflite")
     with pytest.warns(RuntimeWarning, match=r"f\.tflite: TFLite's XNNPACK delegate cannot"):
         got = runner(x)
     assert not runner.delegated
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    monkeypatch.setattr(export_module._TFLiteRunner, "_allocate",
+    monkeypatch.setattr(export_module.TFLiteRunner, "_allocate",
                         lambda self, shape: (_ for _ in ()).throw(RuntimeError("other")))
     with pytest.raises(RuntimeError, match="other"):   # other errors are not swallowed
         export_module.load_runner(path, "tflite")(x)

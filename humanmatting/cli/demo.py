@@ -214,9 +214,9 @@ def run_stream(args, cap, first_frame, matter, background, display):
 
     height, width = first_frame.shape[:2]
     if not isinstance(background, tuple):   # an image: scaled to cover the frame once, not
-        from humanmatting.inference import _cover   # on every frame
+        from humanmatting.inference import cover   # on every frame
 
-        background = _cover(background, height, width)
+        background = cover(background, height, width)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and fps > 0 else 30.0
     meter = FPSMeter()

@@ -18,7 +18,7 @@ Two forms are supported:
 import keras
 import numpy as np
 
-from humanmatting.layers.conv import _batchnorm, _bn_weights, fold_batchnorm
+from humanmatting.layers.conv import batchnorm_weights, fold_batchnorm, make_batchnorm
 
 NORM_FORMS = ("branch", "sum")
 
@@ -84,11 +84,11 @@ class ACBlock(keras.layers.Layer):
         self.hor = self._conv((1, k), use_bias, "hor")
         self.ver = self._conv((k, 1), use_bias, "ver")
         if norm == "branch":
-            self.square_bn = _batchnorm(momentum, epsilon, "square_bn")
-            self.hor_bn = _batchnorm(momentum, epsilon, "hor_bn")
-            self.ver_bn = _batchnorm(momentum, epsilon, "ver_bn")
+            self.square_bn = make_batchnorm(momentum, epsilon, "square_bn")
+            self.hor_bn = make_batchnorm(momentum, epsilon, "hor_bn")
+            self.ver_bn = make_batchnorm(momentum, epsilon, "ver_bn")
         else:
-            self.bn = _batchnorm(momentum, epsilon, "bn")
+            self.bn = make_batchnorm(momentum, epsilon, "bn")
 
     def _conv(self, kernel_size, use_bias, name):
         if self.depthwise:
@@ -138,7 +138,7 @@ class ACBlock(keras.layers.Layer):
         if self.norm == "branch":
             kernel, bias = 0.0, 0.0
             for conv, bn in zip(self._branches(), (self.square_bn, self.hor_bn, self.ver_bn)):
-                kb, bb = fold_batchnorm(conv.kernel.numpy(), None, *_bn_weights(bn),
+                kb, bb = fold_batchnorm(conv.kernel.numpy(), None, *batchnorm_weights(bn),
                                         out_axis=out_axis)
                 kernel = kernel + pad_to_square(kb, k)
                 bias = bias + bb
@@ -147,7 +147,7 @@ class ACBlock(keras.layers.Layer):
                      for conv in self._branches())
         bias = (sum(conv.bias.numpy().astype(np.float64) for conv in self._branches())
                 if self.conv_bias else None)
-        return fold_batchnorm(kernel, bias, *_bn_weights(self.bn), out_axis=out_axis)
+        return fold_batchnorm(kernel, bias, *batchnorm_weights(self.bn), out_axis=out_axis)
 
     def get_config(self):
         config = super().get_config()

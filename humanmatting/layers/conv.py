@@ -51,11 +51,11 @@ def transpose_to_conv_kernel(kernel):
     return np.transpose(np.asarray(kernel)[::-1, ::-1], (0, 1, 3, 2))
 
 
-def _batchnorm(momentum, epsilon, name):
+def make_batchnorm(momentum, epsilon, name):
     return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
 
 
-def _bn_weights(bn):
+def batchnorm_weights(bn):
     gamma, beta, mean, variance = (w.numpy() for w in bn.weights)
     return gamma, beta, mean, variance, bn.epsilon
 
@@ -118,7 +118,7 @@ class ConvBN(keras.layers.Layer):
             dilation = {} if transpose else {"dilation_rate": dilation_rate}
             self.conv = conv_cls(filters, kernel_size, strides=strides, padding="same",
                                  use_bias=conv_bias, name="conv", **dilation)
-            self.bn = _batchnorm(momentum, epsilon, "bn")
+            self.bn = make_batchnorm(momentum, epsilon, "bn")
 
     def build(self, input_shape):
         self.conv.build(input_shape)
@@ -142,7 +142,7 @@ class ConvBN(keras.layers.Layer):
         if self.deploy:
             return self.conv.kernel.numpy(), self.conv.bias.numpy()
         bias = self.conv.bias.numpy() if self.conv_bias else None
-        kernel, bias = fold_batchnorm(self.conv.kernel.numpy(), bias, *_bn_weights(self.bn),
+        kernel, bias = fold_batchnorm(self.conv.kernel.numpy(), bias, *batchnorm_weights(self.bn),
                                       out_axis=-2 if self.transpose else -1)
         if self.transpose:
             kernel = transpose_to_conv_kernel(kernel)

@@ -7,6 +7,7 @@ __all__ = ["DataSource", "TrainConfig", "fit", "load_config"]
 
 def fit(config, **kwargs):
     """See `humanmatting.training.fit.fit` (imported on use: it imports TensorFlow)."""
-    from humanmatting.training.fit import fit as _fit
+    import importlib
 
-    return _fit(config, **kwargs)
+    # the submodule `fit`, not this function of the same name
+    return importlib.import_module("humanmatting.training.fit").fit(config, **kwargs)
