@@ -27,7 +27,7 @@ SIZES_320 = ((320, 640), (320, 576), (320, 480), (320, 416), (320, 320),
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALISATIONS = ("0-1", "0-255", "imagenet")
+NORMALISATIONS = ("0-1", "0-255", "imagenet", "max-imagenet")
 OUTPUT_KINDS = ("softmax2", "sigmoid", "alpha")
 #: segmentation: image -> person probability, trained on masks (MattingLoss), scored by IoU;
 #: trimap_matting: image + trimap -> alpha, scored by SAD / MSE / Grad / Conn.
@@ -44,8 +44,9 @@ class InputSpec:
     Attributes:
         channels: image channels: 3 for RGB, 1 for grayscale (ITU-R BT.601 luma, as OpenCV
             computes it).
-        normalisation: "0-1" (x / 255), "0-255" (raw values) or "imagenet" (x / 255, then
-            ImageNet mean and std per channel).
+        normalisation: "0-1" (x / 255), "0-255" (raw values), "imagenet" (x / 255, then
+            ImageNet mean and std per channel) or "max-imagenet" (x / the image's own
+            maximum, then ImageNet mean and std: the original U^2-Net code's).
         divisor: height and width must be multiples of this.
         sizes: preferred (H, W) sizes; an image runs at the one nearest its aspect ratio.
         trimap: the model takes a trimap as one more channel after the image's (trimap / 255:
@@ -64,7 +65,7 @@ class InputSpec:
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"InputSpec: normalisation must be one of {NORMALISATIONS}, "
                              f"got {self.normalisation!r}")
-        if self.normalisation == "imagenet" and self.channels != 3:
+        if self.normalisation.endswith("imagenet") and self.channels != 3:
             raise ValueError("InputSpec: ImageNet normalisation needs 3 channels")
 
     @property
@@ -88,16 +89,23 @@ class OutputSpec:
         primary: for a model with a dict output, the key whose map is the alpha (e.g.
             "fused"); None for a single output.
         sides: the other keys of a dict output (deep supervision), in order.
+        rescale: None, or "minmax": the probability map of each image is stretched to
+            [0, 1] by its own minimum and maximum (the original U^2-Net code's output;
+            `person_probability` applies it when given the spec, never in a loss).
     """
 
     kind: str = "softmax2"
     primary: str | None = None
     sides: tuple = ()
+    rescale: str | None = None
 
     def __post_init__(self):
         if self.kind not in OUTPUT_KINDS:
             raise ValueError(f"OutputSpec: kind must be one of {OUTPUT_KINDS}, "
                              f"got {self.kind!r}")
+        if self.rescale not in (None, "minmax"):
+            raise ValueError(f"OutputSpec: rescale must be None or 'minmax', "
+                             f"got {self.rescale!r}")
 
     @classmethod
     def of(cls, value):
@@ -143,8 +151,11 @@ def to_model_input(image, spec, trimap=None):
         x = _as_float_image(x)
     else:
         x = _as_float_image(images)
-    x = x * np.float32(spec.scale)
-    if spec.normalisation == "imagenet":
+    if spec.normalisation == "max-imagenet":   # each image by its own maximum (0 stays 0)
+        x = x / np.maximum(x.max(axis=(1, 2, 3), keepdims=True), np.float32(1e-6))
+    else:
+        x = x * np.float32(spec.scale)
+    if spec.normalisation.endswith("imagenet"):
         x = (x - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
     if spec.trimap:
         t = np.asarray(trimap, np.float32)
@@ -172,7 +183,7 @@ def person_probability(output, spec=None):
     """(B, H, W) person probability or alpha from a model's output.
 
     Works on NumPy arrays and on backend tensors (losses and metrics). Without a spec the
-    kind follows the channels (2: softmax2, 1: sigmoid).
+    kind follows the channels (2: softmax2, 1: sigmoid). A spec's `rescale` is applied here.
     """
     output = primary_output(output, spec)
     kind = spec.kind if spec is not None else ("softmax2" if output.shape[-1] == 2
@@ -180,11 +191,28 @@ def person_probability(output, spec=None):
     prob = output[..., 1] if kind == "softmax2" else output[..., 0]
     if kind == "alpha":
         if isinstance(prob, np.ndarray):
-            return np.clip(prob, 0.0, 1.0)
-        from keras import ops
+            prob = np.clip(prob, 0.0, 1.0)
+        else:
+            from keras import ops
 
-        return ops.clip(prob, 0.0, 1.0)
+            prob = ops.clip(prob, 0.0, 1.0)
+    if spec is not None and spec.rescale == "minmax":
+        prob = minmax_per_image(prob)
     return prob
+
+
+def minmax_per_image(prob):
+    """(B, H, W) maps, each stretched to [0, 1] by its own min and max (a constant map is
+    left as it is, where the original code divides by zero)."""
+    if isinstance(prob, np.ndarray):
+        low = prob.min(axis=(1, 2), keepdims=True)
+        span = prob.max(axis=(1, 2), keepdims=True) - low
+        return np.where(span > 0, (prob - low) / np.where(span > 0, span, 1), prob)
+    from keras import ops
+
+    low = ops.min(prob, axis=(1, 2), keepdims=True)
+    span = ops.max(prob, axis=(1, 2), keepdims=True) - low
+    return ops.where(span > 0, (prob - low) / ops.where(span > 0, span, 1.0), prob)
 
 
 def make_target(alpha, refined):
@@ -281,5 +309,5 @@ def check_trimap(trimap, shape, name="trimap"):
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputSpec", "OutputSpec", "SIZES_256",
            "SIZES_320", "TASKS", "TRIMAP_BG", "TRIMAP_FG", "TRIMAP_UNKNOWN", "check_trimap",
-           "make_target", "make_trimap", "person_probability", "primary_output",
-           "split_target", "to_model_input", "unit_trimap"]
+           "make_target", "make_trimap", "minmax_per_image", "person_probability",
+           "primary_output", "split_target", "to_model_input", "unit_trimap"]

@@ -76,7 +76,7 @@ def test_export_parity_reports_the_released_int8_file(tmp_path):
 def test_pipeline_benchmark_prints_both_rates_and_their_ratio(tmp_path):
     data = make_folder_dataset(tmp_path / "people", count=4, shape=(120, 90))
     result = run_script("pipeline.py", "--data", data, "--batch-size", "2", "--batches", "3",
-                        "--sizes", "64x64,64x96", cwd=tmp_path)
+                        "--sizes", "64x64,64x96", "--train-at", "64,96", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"data: {data} (4 images)"
@@ -87,6 +87,8 @@ def test_pipeline_benchmark_prints_both_rates_and_their_ratio(tmp_path):
     assert pipe > 0 and train > 0
     ratio = float(lines[4].split("= ")[1].split("x")[0])
     assert ratio == pytest.approx(pipe / train, rel=0.06, abs=0.06)   # printed to 0.1
+    assert [line.split()[-1] for line in lines[5:]] == ["64x64", "96x96"]
+    assert all(float(line.split()[2]) > 0 for line in lines[5:])
 
 
 @pytest.mark.slow

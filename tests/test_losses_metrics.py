@@ -140,3 +140,84 @@ def test_compare_lists_the_largest_losses():
     line = describe_comparison(got, "ours", "peer")
     assert "ours - peer, iou per image: mean -0.0550" in line
     assert "better on 1, worse on 2" in line and "2.jpg -0.250, 3.jpg -0.020" in line
+
+
+def _portrait_reference(alpha, prob, refined):
+    """The portrait fork's loss terms for one image, with OpenCV's morphology and blur."""
+    import cv2
+
+    grown = cv2.dilate((alpha > 1e-3).astype(np.uint8),
+                       cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (11, 11)), iterations=5)
+    core = cv2.erode((alpha >= 1 - 1e-3).astype(np.uint8), np.ones((3, 3), np.uint8),
+                     iterations=3)
+    band = (grown * (1 - core)).astype(np.float64)
+    l1_mask, details_mask = (np.ones_like(band), band) if refined else (1 - band, 0 * band)
+    err = np.abs(prob - alpha)
+
+    def masked(mask):
+        return (mask * err).sum() / mask.sum() if mask.sum() else 0.0
+
+    blurred = cv2.GaussianBlur(alpha.astype(np.float32), (9, 9), 2.5)
+    terms = {"l1": masked(l1_mask), "details": masked(details_mask),
+             "blur_mse": np.mean((prob - blurred) ** 2)}
+    terms["total"] = 2 * terms["l1"] + 3 * terms["details"] + terms["blur_mse"]
+    return terms, band
+
+
+def test_portrait_loss_matches_an_opencv_reference():
+    from humanmatting.losses import PortraitLoss
+    from humanmatting.specs import make_target
+
+    rng = np.random.default_rng(3)
+    alphas = np.zeros((3, 72, 88), np.float32)
+    alphas[0, 20:50, 30:60] = 1                    # rough mask inside the frame
+    alphas[1, 30:, :40] = 1                        # touching two borders: OpenCV's border rules
+    alphas[1, 29, :40] = 0.5
+    alphas[2] = np.clip(rng.normal(0.5, 0.4, (72, 88)), 0, 1)   # soft, refined
+    refined = [0, 1, 1]
+    targets = np.stack([make_target(a, r) for a, r in zip(alphas, refined)])
+    probs = rng.uniform(0, 1, (3, 72, 88, 1)).astype(np.float32)
+    loss = PortraitLoss()
+    terms = {k: np.asarray(v) for k, v in loss.terms(targets, probs).items()}
+    band = np.asarray(loss.band(alphas))
+    for i in range(3):
+        ref, ref_band = _portrait_reference(alphas[i], probs[i, ..., 0], refined[i])
+        np.testing.assert_array_equal(band[i], ref_band)
+        for name, value in ref.items():
+            assert terms[name][i] == pytest.approx(value, rel=1e-4, abs=1e-6), (i, name)
+    assert band[0].sum() > 0 and band[0, 35, 45] == 0      # the core is not in the band
+
+
+def test_portrait_loss_is_finite_without_refined_samples_or_without_a_band():
+    import keras
+
+    from humanmatting.losses import PortraitLoss
+    from humanmatting.specs import make_target
+
+    alphas = np.zeros((2, 40, 40), np.float32)
+    alphas[1] = 1   # all person: no band, no outside
+    targets = np.stack([make_target(a, 0) for a in alphas])
+    probs = keras.Variable(np.full((2, 40, 40, 1), 0.3, np.float32))
+    terms = PortraitLoss().terms(targets, probs)
+    values = {k: np.asarray(v) for k, v in terms.items()}
+    assert all(np.isfinite(v).all() for v in values.values())
+    assert values["details"].tolist() == [0.0, 0.0]
+    assert values["l1"] == pytest.approx([0.3, 0.7])
+
+
+def test_bce_loss_and_make_loss_per_output():
+    from humanmatting.losses import BCELoss, PortraitLoss, make_loss
+    from humanmatting.registry import get_preset
+
+    alpha = np.array([[[1.0, 0.0]]], np.float32)
+    prob = np.array([[[[0.8], [0.4]]]], np.float32)
+    expected = -(np.log(0.8) + np.log(0.6)) / 2
+    assert float(BCELoss()(alpha[..., None], prob)) == pytest.approx(expected, rel=1e-5)
+    loss = make_loss(get_preset("u2netp"), {"kind": "portrait", "details_weight": 5})
+    assert sorted(loss) == sorted(["fused", *(f"side{i}" for i in range(1, 7))])
+    assert all(isinstance(v, PortraitLoss) and v.details_weight == 5 for v in loss.values())
+    assert isinstance(make_loss(get_preset("likeunet_night")), MattingLoss)
+    with pytest.raises(ValueError, match="loss.kind must be one of"):
+        make_loss(get_preset("u2netp"), {"kind": "dice"})
+    with pytest.raises(ValueError, match="unexpected keyword"):
+        make_loss(get_preset("u2netp"), {"kind": "bce", "iou_weight": 1})

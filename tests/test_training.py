@@ -378,3 +378,26 @@ def test_validation_is_reported_per_kind_and_the_best_epoch_by_their_mean(tmp_pa
     best = max(range(len(rows)), key=lambda i: float(rows[i]["val_iou_mix"]))
     assert summary["best_epoch"] == best
     assert summary["best"] == pytest.approx(float(rows[best]["val_iou_mix"]), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_u2netp_trains_with_deep_supervision_and_logs_every_term(tmp_path):
+    import csv
+
+    config = tiny_config(tmp_path, model="u2netp", epochs=2, loss="{kind: portrait}",
+                         sizes="[[64, 64]]")
+    config.overrides = {}
+    summary = fit(config, log=lambda *a: None)
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert len(rows) == 2 and summary["best_epoch"] in (0, 1)
+    names = ["fused", *(f"side{i}" for i in range(1, 7))]
+    for row in rows:
+        parts = [float(row[f"{n}_loss"]) for n in names]
+        assert all(np.isfinite(parts)) and float(row["loss"]) == pytest.approx(sum(parts),
+                                                                               rel=1e-3)
+        for term in ("l1", "details", "blur_mse"):
+            assert np.isfinite(float(row[f"fused_loss_{term}"]))
+        assert 0 <= float(row["val_iou_mix"]) <= 1
+    model = humanmatting.create_model("u2netp", weights=tmp_path / "run" / "best.weights.h5")
+    out = model.predict(np.zeros((1, 64, 64, 3), np.float32), verbose=0)
+    assert sorted(out) == sorted(names) and out["fused"].shape == (1, 64, 64, 1)

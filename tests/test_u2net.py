@@ -243,3 +243,85 @@ def test_convert_cli_writes_the_deploy_form_of_an_original_checkpoint(tmp_path):
                           "--weights", str(tmp_path / "missing.pth"), "--output", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "missing.pth" in bad.stderr
+
+
+def u2net_reference(state, x, encoder, decoder):
+    """The whole original network, NCHW: x (3, H, W) -> d0 (fused, after the sigmoid)."""
+    skips, hx = [], x
+    for i, (height, _, _, dilated) in enumerate(encoder, start=1):
+        if i > 1:
+            hx = maxpool_ceil(hx)
+        hx = rsu_reference(state, f"stage{i}", hx, height, dilated)
+        skips.append(hx)
+    maps = {6: hx}
+    for k, (height, _, _, dilated) in zip(range(5, 0, -1), decoder):
+        hx = resize_bilinear(hx, *skips[k - 1].shape[1:])
+        hx = rsu_reference(state, f"stage{k}d", np.concatenate([hx, skips[k - 1]]), height,
+                           dilated)
+        maps[k] = hx
+    sides = [resize_bilinear(conv_nchw(maps[k], state[f"side{k}.weight"],
+                                       state[f"side{k}.bias"], 1), *x.shape[1:])
+             for k in range(1, 7)]
+    fused = np.einsum("oc,chw->ohw", state["outconv.weight"][:, :, 0, 0],
+                      np.concatenate(sides)) + state["outconv.bias"][:, None, None]
+    return 1 / (1 + np.exp(-fused[0]))
+
+
+def original_pipeline(state, image, encoder, decoder):
+    """The original test script after its resize: image / its max, ImageNet mean and std,
+    the network, d0 min-max normalised."""
+    x = image.astype(np.float64) / image.max()
+    x = (x - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    d0 = u2net_reference(state, np.transpose(x, (2, 0, 1)), encoder, decoder)
+    return (d0 - d0.min()) / (d0.max() - d0.min())
+
+
+@pytest.mark.slow
+def test_the_original_preset_gives_the_original_pipelines_output(tmp_path):
+    import humanmatting
+    from humanmatting.models.u2net import U2NETP_STAGES, torch_state
+
+    model = humanmatting.create_model("u2netp", weights=None, deploy=False)
+    rng = np.random.default_rng(11)
+    state = {}
+    for key, value in torch_state(model).items():   # random, with living BatchNorm statistics
+        if key.endswith("running_var") or (key.endswith(".weight") and ".bn_s1." in key):
+            state[key] = rng.uniform(0.5, 1.5, value.shape)
+        elif key.endswith(".weight"):
+            state[key] = rng.normal(0, np.sqrt(2 / np.prod(value.shape[1:])), value.shape)
+        else:
+            state[key] = rng.normal(0, 0.1, value.shape)
+    state = {k: v.astype(np.float32) for k, v in state.items()}
+    np.savez(tmp_path / "u2netp.npz", **state)
+    image = rng.integers(0, 200, (64, 64, 3)).astype(np.uint8)   # max 199: the division shows
+    matter = humanmatting.Matter("u2netp_original", weights=tmp_path / "u2netp.npz",
+                                 sizes=((64, 64),))
+    ours = matter.predict(image)
+    expected = original_pipeline({k: v.astype(np.float64) for k, v in state.items()}, image,
+                                 U2NETP_STAGES["encoder"], U2NETP_STAGES["decoder"])
+    assert ours.min() == pytest.approx(0, abs=1e-6) and ours.max() == pytest.approx(1, abs=1e-6)
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+    # the preset is the original's: 320x320 whatever the aspect, no flip, no region filter
+    preset = humanmatting.registry.get_preset("u2netp_original")
+    assert preset.input.sizes == ((320, 320),) and not preset.flip and preset.min_region == 0
+    assert humanmatting.Matter("u2netp_original", weights=None).preprocess(
+        np.zeros((90, 300, 3), np.uint8)).shape == (1, 320, 320, 3)
+
+
+def test_max_imagenet_input_and_minmax_output_specs():
+    from humanmatting.specs import InputSpec, OutputSpec, person_probability, to_model_input
+
+    spec = InputSpec(normalisation="max-imagenet")
+    image = np.zeros((2, 2, 3), np.uint8)
+    image[0, 0] = 100
+    x = to_model_input(image, spec)
+    np.testing.assert_allclose(x[0, 0], (1 - np.array([0.485, 0.456, 0.406])) /
+                               np.array([0.229, 0.224, 0.225]), rtol=1e-6)
+    assert np.isfinite(to_model_input(np.zeros((2, 2, 3), np.uint8), spec)).all()
+    out = OutputSpec(kind="sigmoid", rescale="minmax")
+    prob = person_probability(np.array([[[[0.2], [0.4]], [[0.6], [0.3]]]]), out)
+    np.testing.assert_allclose(prob, [[[0, 0.5], [1, 0.25]]])
+    flat = person_probability(np.full((1, 2, 2, 1), 0.3), out)   # nothing to stretch
+    np.testing.assert_allclose(flat, 0.3)
+    with pytest.raises(ValueError, match="rescale must be"):
+        OutputSpec(rescale="zscore")

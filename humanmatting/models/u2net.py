@@ -155,6 +155,13 @@ def load_original(model, path_or_state):
 #: Our training and inference convention: RGB / 255, ImageNet mean and std; sizes as Night's
 IMAGENET_RGB = InputSpec(channels=3, normalisation="imagenet", sizes=SIZES_320)
 DEEP_SUPERVISION = OutputSpec(kind="sigmoid", primary="fused", sides=SIDES)
+#: The original code's own pre- and post-processing (its test script, and rembg's): the image
+#: resized to 320x320 whatever its aspect, divided by its own maximum, ImageNet mean and std;
+#: the fused map min-max normalised per image, resized back. With these presets a checkpoint of
+#: the original code gives the original's outputs (up to the resize: OpenCV's, where the
+#: original uses skimage's and rembg PIL's).
+ORIGINAL_INPUT = InputSpec(channels=3, normalisation="max-imagenet", sizes=((320, 320),))
+ORIGINAL_OUTPUT = OutputSpec(kind="sigmoid", primary="fused", sides=SIDES, rescale="minmax")
 
 
 @register_model(input=IMAGENET_RGB, output=DEEP_SUPERVISION, foreign_loader=load_original,
@@ -168,3 +175,17 @@ def u2net(**kwargs):
                 description="U^2-Net-P (Qin et al. 2020): the 1.1 M-parameter U^2-Net")
 def u2netp(**kwargs):
     return u2net_model(U2NETP_STAGES, **{"name": "u2netp", **kwargs})
+
+
+@register_model(input=ORIGINAL_INPUT, output=ORIGINAL_OUTPUT, foreign_loader=load_original,
+                description="u2net with the original code's pre- and post-processing, for "
+                            "its checkpoints (u2net.pth, u2net_human_seg.pth)")
+def u2net_original(**kwargs):
+    return u2net(**kwargs)
+
+
+@register_model(input=ORIGINAL_INPUT, output=ORIGINAL_OUTPUT, foreign_loader=load_original,
+                description="u2netp with the original code's pre- and post-processing, for "
+                            "its checkpoint (u2netp.pth)")
+def u2netp_original(**kwargs):
+    return u2netp(**kwargs)

@@ -61,7 +61,8 @@ class TrainConfig:
         sizes: (H, W) bucket table, multiples of 32.
         batch_size, epochs, steps_per_epoch (0: one pass over the training pairs).
         learning_rate, warmup_epochs, weight_decay: AdamW with linear warm-up, cosine decay.
-        loss: MattingLoss weights.
+        loss: `kind` (matting, the default; bce; portrait: `humanmatting.losses.make_loss`)
+            and that loss's weights.
         augment: AugmentConfig fields.
         seed: everything random derives from it.
         precision: "auto" (mixed_float16 on GPU, float32 on CPU), "float32" or

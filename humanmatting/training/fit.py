@@ -32,7 +32,7 @@ from humanmatting.data import pipeline
 from humanmatting.data.readers import merge, read_dataset, read_split
 from humanmatting.fusion import fuse
 from humanmatting.io import atomic_path
-from humanmatting.losses import MattingLoss
+from humanmatting.losses import make_loss, primary_loss
 from humanmatting.metrics import AlphaMAE, PersonIoU, iou, loss_term_metrics
 from humanmatting.registry import create_model, get_preset
 from humanmatting.specs import person_probability
@@ -509,9 +509,12 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
                 optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
                 if precision == "mixed_float16":
                     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-                loss = MattingLoss(**config.loss)
-                model.compile(optimizer=optimizer, loss=loss,
-                              metrics=[PersonIoU(), AlphaMAE(), *loss_term_metrics(loss)],
+                loss = make_loss(preset, config.loss)
+                metrics = [PersonIoU(), AlphaMAE(),
+                           *loss_term_metrics(primary_loss(loss, preset))]
+                if output_spec.primary:   # logged as <primary>_iou, <primary>_loss_<term>
+                    metrics = {output_spec.primary: metrics}
+                model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
                               jit_compile=choose_jit(config, strategy, model))
         if initial_epoch >= config.epochs:
             log(f"{run_dir}: already trained for {initial_epoch} epochs")
