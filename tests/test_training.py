@@ -385,11 +385,14 @@ def test_u2netp_trains_with_deep_supervision_and_logs_every_term(tmp_path):
     import csv
 
     config = tiny_config(tmp_path, model="u2netp", epochs=2, loss="{kind: portrait}",
-                         sizes="[[64, 64]]")
+                         sizes="[[64, 64]]", steps_per_epoch=4)
     config.overrides = {}
-    summary = fit(config, log=lambda *a: None)
+    soft = make_folder_dataset(tmp_path / "soft", count=8, shape=(80, 64), soft=True, seed=30)
+    config.data = type(config)(data=[*config.data, {"path": str(soft), "weight": 1}]).data
+    summary = fit(config, log=lambda *a: None)   # rough and refined targets in one run
     rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
     assert len(rows) == 2 and summary["best_epoch"] in (0, 1)
+    assert max(float(row["fused_loss_details"]) for row in rows) > 0   # refined batches
     names = ["fused", *(f"side{i}" for i in range(1, 7))]
     for row in rows:
         parts = [float(row[f"{n}_loss"]) for n in names]
