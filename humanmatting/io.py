@@ -51,11 +51,41 @@ def read_image(path):
         ImageError: the file is empty or not a decodable image.
     """
     path = check_file(path)
-    data = np.fromfile(path, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return decode_image(np.fromfile(path, np.uint8), name=path)
+
+
+def truncation_problem(data):
+    """Why encoded image bytes are cut short, or None: a JPEG without its end-of-image marker
+    or a PNG without its IEND chunk (OpenCV decodes a cut JPEG into a gray-filled image
+    without an error). Other formats are left to the decoder."""
+    view = memoryview(np.ascontiguousarray(data, np.uint8)).cast("B")
+    head = bytes(view[:8])
+    if head[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in bytes(view[-4096:]):
+        return "truncated JPEG (no end-of-image marker)"
+    if head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in bytes(view[-64:]):
+        return "truncated PNG (no IEND chunk)"
+    return None
+
+
+def decode_image(data, name="image", *, max_pixels=None, flags=cv2.IMREAD_COLOR):
+    """Encoded image bytes (a file's or an upload's) as (H, W, 3) uint8 RGB, or (H, W) for
+    `flags=cv2.IMREAD_GRAYSCALE`.
+
+    Raises:
+        ImageError naming `name`: empty, truncated, not decodable, or more than `max_pixels`.
+    """
+    data = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else data
+    if data.size == 0:
+        raise ImageError(f"{name}: file is empty")
+    if (problem := truncation_problem(data)):
+        raise ImageError(f"{name}: {problem}")
+    image = cv2.imdecode(data, flags)
     if image is None:
-        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        raise ImageError(f"{name}: not a readable image (corrupt or unsupported format)")
+    if max_pixels and image.shape[0] * image.shape[1] > max_pixels:
+        raise ImageError(f"{name}: {image.shape[1]}x{image.shape[0]} is more than "
+                         f"{max_pixels} pixels")
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def as_rgb(image, what="image"):
@@ -99,10 +129,7 @@ def load_rgb(image, what="image"):
 def load_gray(path):
     """An image file as (H, W) uint8, one channel as stored (a trimap, a mask)."""
     path = check_file(path)
-    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return image
+    return decode_image(np.fromfile(path, np.uint8), name=path, flags=cv2.IMREAD_GRAYSCALE)
 
 
 def parse_color(text):

@@ -220,3 +220,20 @@ def test_defaults_sweep_matches_matter_with_the_same_settings(tmp_path):
         for k, kind in enumerate(by_kind):
             assert float(row[3 + k]) == pytest.approx(
                 expected[kind]["per_model"]["m"]["iou"], abs=6e-4)
+
+
+@pytest.mark.slow
+def test_load_benchmark_prints_rates_beside_in_process_and_the_memory(tmp_path):
+    result = run_script("load.py", "--size", "64x64", "--clients", "1", "2", "--requests", "4",
+                        "--memory-requests", "8", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("likeunet_night_lite, 64x64 PNG")
+    rows = {line[:28].strip(): line[28:].split() for line in lines[2:5]}
+    assert list(rows) == ["in-process Matter, 1", "HTTP, 1 client(s)", "HTTP, 2 client(s)"]
+    for values in rows.values():
+        assert float(values[0]) > 0 and float(values[1]) <= float(values[2]) + 1e-6
+        assert values[3] == "0"
+    assert lines[5].startswith("service memory: ") and "0 failed" in lines[5]
+    bad = run_script("load.py", "--model", "nope", cwd=tmp_path)
+    assert bad.returncode == 1 and "unknown model 'nope'" in bad.stderr

@@ -629,6 +629,61 @@ def cmd_bench(args):
     return 0
 
 
+def _add_serve(sub):
+    from humanmatting import service
+
+    p = sub.add_parser(
+        "serve", help="an HTTP service with a web page (FastAPI on uvicorn)",
+        description="Serves POST /v1/matte, GET /v1/models, GET /health, the web page at / "
+                    "and OpenAPI docs at /docs. Each worker process loads a model once and "
+                    "runs requests through it one at a time from a bounded queue.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
+    p.add_argument("--port", type=positive_int, default=8000)
+    p.add_argument("--model", default=None, help="the default model (default: "
+                   "humanmatting's default)")
+    p.add_argument("--models", nargs="*", default=None,
+                   help="the models requests may name (default: every released model)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes, each with its own copy of the models")
+    p.add_argument("--max-megabytes", type=float, default=service.MAX_BYTES / 2 ** 20,
+                   help="largest upload accepted")
+    p.add_argument("--max-megapixels", type=float, default=service.MAX_PIXELS / 1e6,
+                   help="largest image accepted")
+    p.add_argument("--timeout", type=float, default=service.TIMEOUT_S,
+                   help="seconds a request may wait and run (then 503)")
+    p.add_argument("--queue", type=positive_int, default=service.QUEUE,
+                   help="requests that may wait at once per worker (more: 503)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="with --backend onnx or tflite: the runtime's threads per worker")
+    _add_still_options(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args):
+    if (problem := check_backend_options(args)):
+        return user_error(problem)
+    if args.max_megabytes <= 0 or args.max_megapixels <= 0 or args.timeout <= 0:
+        return user_error("--max-megabytes, --max-megapixels and --timeout must be positive")
+    from humanmatting.registry import DEFAULT_MODEL, get_preset
+
+    try:
+        for name in [args.model or DEFAULT_MODEL, *(args.models or [])]:
+            get_preset(name)
+    except ValueError as err:
+        return user_error(str(err))
+    import_tensorflow()
+    from humanmatting.service import serve
+
+    options = {k: v for k, v in _still_options(args).items() if v is not None}
+    if args.threads:
+        options["threads"] = args.threads
+    serve(host=args.host, port=args.port, workers=args.workers, default_model=args.model,
+          models=args.models, max_bytes=int(args.max_megabytes * 2 ** 20),
+          max_pixels=int(args.max_megapixels * 1e6), timeout=args.timeout, queue=args.queue,
+          **options)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="humanmatting", description="Human (portrait) matting model zoo.")
@@ -644,6 +699,7 @@ def build_parser():
     _add_refine(sub)
     _add_export(sub)
     _add_bench(sub)
+    _add_serve(sub)
     return parser
 
 

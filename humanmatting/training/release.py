@@ -150,6 +150,33 @@ def card_history(path):
     return out
 
 
+def card_numbers(path):
+    """{kind of photo: IoU} of this release from a card's per-kind validation table (its
+    first numeric column; "mean over kinds" as "mean"); {} without a card or a table."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    lines = path.read_text().splitlines()
+    try:
+        start = lines.index("## " + CARD_SECTIONS[3]) + 1
+    except ValueError:
+        return {}
+    out = {}
+    for line in lines[start:]:
+        if line.startswith("## "):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not line.startswith("|"):
+            continue
+        try:
+            value = float(cells[1])
+        except ValueError:
+            continue
+        kind = cells[0].split(" (")[0]
+        out["mean" if kind == "mean over kinds" else kind] = value
+    return out
+
+
 def write_card(folder, name, *, what, use, data, table, reproduce, history, log=print):
     """Writes `folder/<name>.md` in the fixed form, atomically.
 
