@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from humanmatting.fusion import fuse, is_deploy
-from humanmatting.io import load_gray, load_rgb
+from humanmatting.io import OUTPUT_FORMATS, load_gray, load_rgb
 from humanmatting.registry import (DEFAULT_MODEL, check_min_confidence, check_min_region,
                                    check_scales, create_model, get_preset, released_tflite)
 from humanmatting.specs import (TRIMAP_BG, TRIMAP_FG, InputSpec, OutputSpec, check_trimap,
@@ -245,6 +245,11 @@ class Matter:
             become one plain pass (no flip, (1.0,), no refinement) whatever the preset says;
             arguments given explicitly still win. `min_region` and `min_confidence` stay as
             they are.
+        matting_trimap: None (refinement solves a band around the 0.5 edge), or
+            (foreground threshold, background threshold, erode px): rembg's alpha matting,
+            the trimap is the model's probability >= foreground / <= background, each
+            eroded by `erode` pixels, and the refinement solves everything else (it turns
+            `refine` on, "cf" unless named).
 
     Example:
         >>> matter = Matter("likeunet_dark_light_original")
@@ -255,7 +260,7 @@ class Matter:
     def __init__(self, model=None, *, backend="keras", weights="default", input_spec=None,
                  sizes=None, output="softmax2", exported=None, threads=None, flip=None,
                  scales=None, refine=None, realtime=False, quantize=None, min_region=None,
-                 min_confidence=None):
+                 min_confidence=None, matting_trimap=None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
         if quantize not in (None, "fp16", "int8"):
@@ -289,6 +294,15 @@ class Matter:
         else:
             raise ValueError(f"model must be a registered name or a keras.Model, got "
                              f"{type(model).__name__}")
+        if matting_trimap is not None:
+            fg, bg, erode = matting_trimap
+            if not (0 <= bg < fg <= 1) or int(erode) != erode or erode < 0:
+                raise ValueError("matting_trimap must be (foreground, background, erode) with "
+                                 f"0 <= background < foreground <= 1 and erode >= 0 pixels, "
+                                 f"got {matting_trimap}")
+            matting_trimap = (float(fg), float(bg), int(erode))
+            refine = refine or "cf"
+        self.matting_trimap = matting_trimap
         self.sizes = check_sizes(sizes or self.input_spec.sizes, self.input_spec.divisor)
         self.model = keras_model
         self.backend = backend
@@ -404,10 +418,39 @@ class Matter:
             from humanmatting.data.refine import refine_alpha
 
             band = max(2, round(REFINE_BAND * max(height, width)))
+            thresholds = None
+            if self.matting_trimap:
+                *thresholds, band = self.matting_trimap
             # SciPy's solve: pymatting's would first compile its kernels (~1 min, once)
             alpha = refine_alpha(image, alpha, method=self.refine, erode=band, dilate=band,
-                                 cf_solver="scipy")
+                                 cf_solver="scipy", thresholds=thresholds)
         return {"prob": prob, "alpha": alpha}
+
+    def render(self, image, fmt="rgba", background=None, *, alpha=None, post_process=False,
+               trimap=None):
+        """One of `OUTPUT_FORMATS` for an image, as the uint8 array to write.
+
+        Args:
+            image: as for `predict`.
+            fmt: "alpha" ((H, W)), "mask" ((H, W) 0 / 255), "rgba" ((H, W, 4)) or
+                "composite" ((H, W, 3) on `background`: a colour or an image; white if None).
+            alpha: a precomputed alpha; predicted when None (with `trimap`).
+            post_process: `post_process_mask` the alpha first (a clean binary mask).
+        """
+        if fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
+        image = load_rgb(image)
+        alpha = self.predict(image, trimap=trimap) if alpha is None else alpha
+        if post_process:
+            alpha = post_process_mask(alpha)
+        if fmt == "alpha":
+            return np.clip(np.rint(np.asarray(alpha) * 255.0), 0, 255).astype(np.uint8)
+        if fmt == "mask":
+            return np.where(np.asarray(alpha) >= 0.5, 255, 0).astype(np.uint8)
+        if fmt == "rgba":
+            return self.composite(image, None, alpha=alpha)
+        return self.composite(image, (255, 255, 255) if background is None else background,
+                              alpha=alpha)
 
     def composite(self, image, background=None, *, alpha=None):
         """Cuts the person out, or puts them on a new background.
@@ -449,4 +492,4 @@ class Matter:
         return out.astype(np.uint8)
 
 
-__all__ = ["Matter", "check_sizes", "choose_size", "post_process_mask", "scaled_size"]
+__all__ = ["BACKENDS", "Matter", "check_sizes", "choose_size", "post_process_mask", "scaled_size"]

@@ -11,6 +11,10 @@ import numpy as np
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 
+#: what `Matter.render` (and so `predict --format` and the service) makes: the alpha as 8-bit
+#: gray, a binary mask (alpha >= 0.5), an RGBA cut-out, the person on a new background
+OUTPUT_FORMATS = ("alpha", "mask", "rgba", "composite")
+
 #: Named colours accepted wherever a background colour is asked for.
 COLORS = {"green": (0, 177, 64), "blue": (0, 71, 187), "white": (255, 255, 255),
           "black": (0, 0, 0), "gray": (128, 128, 128), "red": (220, 20, 60)}
@@ -157,6 +161,82 @@ def parse_background(text):
         if Path(text).exists() or Path(text).suffix.lower() in IMAGE_EXTENSIONS:
             return read_image(text)
         raise
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _read_exactly(stream, count):
+    data = bytearray()
+    while len(data) < count:
+        chunk = stream.read(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def iter_stream_images(stream, raw_size=None, name="stdin"):
+    """The images of a binary stream (a pipe), as (H, W, 3) uint8 RGB, one at a time.
+
+    Args:
+        stream: a binary file object (`sys.stdin.buffer`).
+        raw_size: None: the stream is one encoded image (PNG, JPEG, ...) or PNGs one after
+            another (`ffmpeg -f image2pipe -c:v png -`); (W, H): raw RGB24 frames of W x H
+            (`ffmpeg -f rawvideo -pix_fmt rgb24 -`).
+
+    Raises:
+        ImageError naming `name` and the frame: a cut-short frame, an undecodable image.
+    """
+    if raw_size is not None:
+        width, height = raw_size
+        size = width * height * 3
+        index = 0
+        while True:
+            data = _read_exactly(stream, size)
+            if not data:
+                return
+            if len(data) < size:
+                raise ImageError(f"{name}: frame {index} has {len(data)} of its {size} bytes "
+                                 f"({width}x{height} RGB24); the stream was cut short")
+            yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
+            index += 1
+    head = _read_exactly(stream, 8)
+    if head != PNG_SIGNATURE:   # one image of another format: all of the stream
+        yield decode_image(head + stream.read(), name)
+        return
+    index = 0
+    while head:
+        if head != PNG_SIGNATURE:
+            raise ImageError(f"{name}: image {index} is not a PNG (a stream of images must "
+                             "be PNGs one after another)")
+        data = bytearray(head)
+        while True:   # PNG chunks: length, type, data, CRC, up to IEND
+            header = _read_exactly(stream, 8)
+            if len(header) < 8:
+                raise ImageError(f"{name}: image {index}: truncated PNG (no IEND chunk)")
+            length = int.from_bytes(header[:4], "big")
+            body = _read_exactly(stream, length + 4)
+            data += header + body
+            if len(body) < length + 4:
+                raise ImageError(f"{name}: image {index}: truncated PNG (no IEND chunk)")
+            if header[4:] == b"IEND":
+                break
+        yield decode_image(bytes(data), f"{name} image {index}")
+        index += 1
+        head = _read_exactly(stream, 8)
+
+
+def encode_png(image):
+    """(H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA uint8 -> PNG bytes."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        code = cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+        image = cv2.cvtColor(image, code)
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise ImageError("PNG encoding failed")
+    return data.tobytes()
 
 
 @contextlib.contextmanager

@@ -21,13 +21,10 @@ import threading
 from importlib import resources
 
 import cv2
-import numpy as np
 
-from humanmatting.io import COLORS, ImageError, alpha_to_uint8, decode_image, parse_color
+from humanmatting.io import OUTPUT_FORMATS as FORMATS
+from humanmatting.io import ImageError, decode_image, encode_png, parse_color
 
-#: what /v1/matte answers: the alpha (8-bit gray), a binary mask, an RGBA cut-out, or the
-#: person on a new background (a colour, or an uploaded `background` image)
-FORMATS = ("alpha", "mask", "rgba", "composite")
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 TIMEOUT_S = 60.0
@@ -139,23 +136,12 @@ class Matting:
                 "post_process": post}
 
     def _matte(self, image, options, background, trimap):
-        from humanmatting.inference import post_process_mask
-
         matter = self.load(options["model"])
         if options["refine"] is not None and bool(matter.refine) != options["refine"]:
             matter = self._variant(options["model"], options["refine"])
-        alpha = matter.predict(image, trimap=trimap)
-        if options["post_process"]:
-            alpha = post_process_mask(alpha)
-        fmt = options["format"]
-        if fmt == "alpha":
-            return alpha_to_uint8(alpha)
-        if fmt == "mask":
-            return np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
-        if fmt == "rgba":
-            return matter.composite(image, None, alpha=alpha)
-        return matter.composite(image, background if background is not None
-                                else (options["colour"] or COLORS["white"]), alpha=alpha)
+        return matter.render(image, options["format"],
+                             background if background is not None else options["colour"],
+                             post_process=options["post_process"], trimap=trimap)
 
     def _variant(self, name, refine):
         key = (name, refine)
@@ -183,17 +169,6 @@ class Matting:
         finally:
             self._slots.release()
         return await loop.run_in_executor(None, encode_png, result)
-
-
-def encode_png(image):
-    """(H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA uint8 -> PNG bytes."""
-    if image.ndim == 3:
-        code = cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
-        image = cv2.cvtColor(image, code)
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return data.tobytes()
 
 
 def page():
@@ -374,4 +349,4 @@ def serve(*, host="127.0.0.1", port=8000, workers=1, log_level="info", **app_opt
 
 
 __all__ = ["FORMATS", "Matting", "RequestProblem", "app_from_environment", "create_app",
-           "encode_png", "page", "serve"]
+           "page", "serve"]

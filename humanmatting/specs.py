@@ -238,29 +238,37 @@ def _ellipse(radius):
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
-def make_trimap(alpha, *, erode=8, dilate=8):
+def make_trimap(alpha, *, erode=8, dilate=8, fg_threshold=None, bg_threshold=None):
     """The trimap of a mask or matte: 255 foreground, 0 background, 128 unknown.
 
-    Foreground is where alpha is 1 (within 1e-3), eroded by an ellipse of radius `erode`;
-    background where it is 0, eroded by one of radius `dilate` (the person dilated); the rest,
-    every soft pixel included, is unknown. For a band around a soft map's 0.5 edge, pass
-    `alpha >= 0.5`.
+    Foreground is where alpha is 1 (within 1e-3; or >= `fg_threshold`), eroded by an ellipse
+    of radius `erode`; background where it is 0 (or <= `bg_threshold`), eroded by one of
+    radius `dilate` (the person dilated); the rest, every soft pixel included, is unknown.
+    For a band around a soft map's 0.5 edge, pass `alpha >= 0.5`; for rembg's alpha-matting
+    trimap, a probability with thresholds (its defaults: 240 / 255 and 10 / 255).
 
     Args:
         alpha: (H, W) bool, or float in [0, 1].
         erode, dilate: band half-widths in pixels (>= 0).
+        fg_threshold, bg_threshold: None, or the probability at or above which a pixel is
+            foreground / at or below which it is background (bg < fg).
 
     Returns:
         (H, W) uint8 trimap.
     """
     if erode < 0 or dilate < 0:
         raise ValueError(f"erode and dilate must be >= 0, got {erode}, {dilate}")
+    fg_at = 1.0 - 1e-3 if fg_threshold is None else float(fg_threshold)
+    bg_at = 1e-3 if bg_threshold is None else float(bg_threshold)
+    if not 0 <= bg_at < fg_at <= 1:
+        raise ValueError(f"thresholds must satisfy 0 <= background < foreground <= 1, got "
+                         f"background {bg_at:g}, foreground {fg_at:g}")
     alpha = np.asarray(alpha)
     if alpha.ndim != 2:
         raise ValueError(f"make_trimap: alpha must be (H, W), got shape {alpha.shape}")
     a = alpha.astype(np.float32)
-    fg = (a >= 1.0 - 1e-3).astype(np.uint8)
-    bg = (a <= 1e-3).astype(np.uint8)
+    fg = (a >= fg_at).astype(np.uint8)
+    bg = (a <= bg_at).astype(np.uint8)
     if erode:
         fg = cv2.erode(fg, _ellipse(erode))
     if dilate:

@@ -45,7 +45,7 @@ def test_predict_folder_goes_on_past_bad_files(tmp_path):
     assert "broken.jpg: not a readable image" in tail
     assert "empty.png: file is empty" in tail
     assert "missing.jpg: no such file" in tail
-    assert "4/4 images" in result.stderr  # progress bar reached the end
+    assert "4/4" not in result.stderr and "it/s" not in result.stderr   # no bar in a log
 
 
 def test_output_names_never_collide():
@@ -401,3 +401,137 @@ def test_eval_of_a_training_config_prints_one_row_per_kind_of_photo(tmp_path):
     assert values[2] == pytest.approx((values[0] + values[1]) / 2, abs=1.5e-3)
     both = run_cli("eval", "--config", config, "--data", people, cwd=tmp_path)
     assert both.returncode != 0 and "--data or --config" in both.stderr
+
+
+def _png(image):
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def _stream_images(data):
+    from humanmatting.io import iter_stream_images
+    import io
+
+    return list(iter_stream_images(io.BytesIO(data)))
+
+
+def run_pipe(*args, stdin, cwd):
+    return subprocess.run([sys.executable, "-m", "humanmatting", *map(str, args)], cwd=cwd,
+                          input=stdin, capture_output=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_predict_pipe_reads_images_or_raw_frames_and_writes_pngs(tmp_path):
+    from humanmatting.inference import Matter
+
+    frame = make_person_image(64, 96, seed=3)           # (H, W, 3) RGB
+    plain = ["--model", "likeunet_night_lite", "--no-flip", "--scales", "1", "--no-refine"]
+    expected = Matter("likeunet_night_lite", flip=False, scales=(1.0,), refine=False).render(
+        frame, "alpha")
+    # PNGs one after another (ffmpeg -f image2pipe -c:v png)
+    result = run_pipe("predict", "-", "-o", "-", *plain, stdin=_png(frame[..., ::-1]) * 2,
+                      cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    outs = _stream_images(result.stdout)
+    assert len(outs) == 2 and all(o.shape == (64, 96, 3) for o in outs)
+    np.testing.assert_array_equal(outs[0][..., 0], expected)
+    # raw RGB24 frames (ffmpeg -f rawvideo -pix_fmt rgb24), composite on a colour
+    result = run_pipe("predict", "-", "-o", "-", "--raw", "96x64", "--format", "composite",
+                      "--bgcolor", "0,0,255", *plain, stdin=frame.tobytes() * 3, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    outs = _stream_images(result.stdout)
+    assert len(outs) == 3 and (outs[2][expected == 0] == (0, 0, 255)).all()
+    # one JPEG, the same as the file path written to stdout
+    jpeg = cv2.imencode(".jpg", frame[..., ::-1])[1].tobytes()
+    (tmp_path / "f.jpg").write_bytes(jpeg)
+    piped = run_pipe("predict", "-", "-o", "-", *plain, stdin=jpeg, cwd=tmp_path)
+    named = run_pipe("predict", tmp_path / "f.jpg", "-o", "-", *plain, stdin=b"", cwd=tmp_path)
+    assert piped.returncode == named.returncode == 0 and piped.stdout == named.stdout
+    # a frame cut short, a broken stream, bad options: errors naming the problem
+    for stdin, args, message in [
+            (frame.tobytes()[:1000], ["--raw", "96x64"], "frame 0 has 1000 of its 18432"),
+            (_png(frame) + b"garbage!", [], "image 1 is not a PNG"),
+            (b"", [], "stdin: file is empty"),
+            (frame.tobytes(), ["--raw", "96by64"], "not WIDTHxHEIGHT")]:
+        result = run_pipe("predict", "-", "-o", "-", *args, *plain, stdin=stdin, cwd=tmp_path)
+        assert result.returncode == 1 and message in result.stderr.decode(), result.stderr
+    for args, message in [(["-", "-o", "out"], "give -o -"),
+                          (["-", tmp_path / "f.jpg", "-o", "-"], "cannot be mixed"),
+                          ([tmp_path / "f.jpg", "-o", "-", "--raw", "2x2"], "--raw is for"),
+                          ([tmp_path, "-o", "-"], "-o - (stdout) takes one input")]:
+        result = run_pipe("predict", *args, *plain, stdin=b"", cwd=tmp_path)
+        assert result.returncode == 1 and message in result.stderr.decode(), (args, result)
+
+
+@pytest.mark.slow
+def test_predict_mask_post_process_and_alpha_matting(tmp_path, sample_path):
+    from humanmatting.inference import Matter, post_process_mask
+
+    out = tmp_path / "mask.png"
+    result = run_cli("predict", sample_path, "-o", out, "--format", "mask", "--post-process",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    mask = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    alpha = Matter().predict(str(sample_path))
+    np.testing.assert_array_equal(mask, post_process_mask(alpha) * 255)
+    assert set(np.unique(mask)) == {0, 255}
+    matted = tmp_path / "matted.png"
+    result = run_cli("predict", sample_path, "-o", matted, "--alpha-matting",
+                     "--matting-fg-threshold", "230", "--matting-erode", "4",
+                     "--model", "likeunet_night_lite", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ours = cv2.imread(str(matted), cv2.IMREAD_UNCHANGED)
+    expected = Matter("likeunet_night_lite", matting_trimap=(230 / 255, 10 / 255, 4)).render(
+        str(sample_path), "alpha")
+    np.testing.assert_array_equal(ours, expected)
+    for args, message in [(["--alpha-matting", "--no-refine"], "cannot go with --no-refine"),
+                          (["--matting-bg-threshold", "250"], "must be below"),
+                          (["--matting-fg-threshold", "300"], "must be in 0..255")]:
+        result = run_cli("predict", sample_path, "-o", out, *args, cwd=tmp_path)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+
+
+def test_post_process_mask_removes_specks_and_keeps_the_body():
+    from humanmatting.inference import post_process_mask
+
+    alpha = np.zeros((40, 40), np.float32)
+    alpha[10:30, 10:30] = 0.9
+    alpha[2, 2] = 1.0            # a one-pixel speck
+    alpha[20, 31:36] = 0.8       # a one-pixel-wide spur
+    mask = post_process_mask(alpha)
+    assert mask[2, 2] == 0 and mask[20, 34] == 0 and mask[20, 20] == 1
+    assert mask.dtype == np.float32 and set(np.unique(mask)) == {0, 1}
+
+
+@pytest.mark.slow
+def test_predict_watch_mattes_new_images_until_interrupted(tmp_path):
+    import signal
+    import time
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    cv2.imwrite(str(inbox / "first.png"), make_person_image(48, 64, seed=1))
+    proc = subprocess.Popen([sys.executable, "-m", "humanmatting", "predict", inbox, "-o", out,
+                             "--watch", "--watch-interval", "0.2", "--model",
+                             "likeunet_night_lite", "--no-refine"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while not (out / "first.png").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        cv2.imwrite(str(inbox / "sub.png"), make_person_image(40, 30, seed=2))
+        (inbox / "broken.jpg").write_bytes(b"\xff\xd8 nope")
+        while not (out / "sub.png").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert cv2.imread(str(out / "sub.png"), cv2.IMREAD_UNCHANGED).shape == (40, 30)
+    assert "stopped watching; wrote 2 file(s)" in stdout
+    assert proc.returncode == 1 and "broken.jpg" in stderr   # reported at the end
+    result = run_cli("predict", tmp_path / "in" / "first.png", "-o", out / "x.png", "--watch",
+                     cwd=tmp_path)
+    assert result.returncode == 1 and "--watch needs an input folder" in result.stderr

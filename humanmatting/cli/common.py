@@ -93,29 +93,30 @@ def report_failures(failed, what):
 
 
 class Progress:
-    """A one-line progress bar on stderr: redrawn in place on a terminal, else printed at 10 %
-    steps, so logs stay readable."""
+    """A tqdm progress bar on stderr, drawn only when stderr is a terminal (logs and pipes
+    stay quiet). `update(done, note)` sets the count reached."""
 
-    def __init__(self, total, unit="image", width=30, stream=None):
-        self.total = max(total, 1)
-        self.unit = unit
-        self.width = width
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self._last_decile = -1
+    def __init__(self, total, unit="image", stream=None):
+        from tqdm import tqdm
+
+        stream = stream or sys.stderr
+        self.bar = tqdm(total=total, unit=unit, file=stream, dynamic_ncols=True,
+                        disable=not stream.isatty(), leave=True)
 
     def update(self, done, note=""):
-        fraction = done / self.total
-        filled = int(self.width * fraction)
-        line = (f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-                f"{self.unit}s {note}")
-        if self.tty:
-            end = "\n" if done >= self.total else ""
-            self.stream.write("\r" + line[:120].ljust(120) + end)
-        elif int(10 * fraction) > self._last_decile:
-            self._last_decile = int(10 * fraction)
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        self.bar.update(done - self.bar.n)
+        if note:
+            self.bar.set_postfix_str(str(note)[:40], refresh=False)
+        if done >= self.bar.total:
+            self.bar.close()
+
+    @staticmethod
+    def wrap(items, unit="image"):
+        """`items` iterated with a bar (a list, so that its length is known)."""
+        from tqdm import tqdm
+
+        return tqdm(items, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                    disable=not sys.stderr.isatty())
 
 
 def positive_int(text):

@@ -9,9 +9,8 @@ from pathlib import Path
 from humanmatting.cli.common import (Progress, add_backend_options, check_backend_options,
                                      import_keras, import_tensorflow, open_fraction, parse_arch,
                                      positive_int, quiet_logs, report_failures, user_error)
+from humanmatting.io import OUTPUT_FORMATS as FORMATS
 from humanmatting.registry import check_min_confidence, check_min_region, check_scales
-
-FORMATS = ("alpha", "rgba", "composite")
 
 
 def parse_scales(text):
@@ -99,17 +98,42 @@ def cmd_list(args):
 
 def _add_predict(sub):
     p = sub.add_parser(
-        "predict", help="alpha mattes, cut-outs or composites for images and folders",
+        "predict", help="alpha mattes, masks, cut-outs or composites for images and folders",
         description="Predicts alpha mattes for image files and folders of images (searched "
-                    "recursively). Bad files are skipped and listed at the end (exit 1).")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    p.add_argument("--model", default=None, help="registered model (see `humanmatting list`)")
+                    "recursively). Bad files are skipped and listed at the end (exit 1). "
+                    "INPUT - reads a pipe: one image, PNGs one after another, or raw RGB24 "
+                    "frames (--raw WxH); -o - writes PNGs to stdout, one after another.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders, or -")
+    p.add_argument("--model", "-m", default=None,
+                   help="registered model (see `humanmatting list`)")
     p.add_argument("--output", "-o", required=True,
-                   help="output folder; or an image file when there is one input file")
+                   help="output folder; an image file when there is one input file; - for "
+                        "stdout")
     p.add_argument("--format", choices=FORMATS, default="alpha",
-                   help="alpha: 8-bit gray matte; rgba: cut-out PNG; composite: on --background")
-    p.add_argument("--background", default="white",
+                   help="alpha: 8-bit gray matte; mask: binary 0 / 255 (alpha >= 0.5); rgba: "
+                        "cut-out PNG; composite: on --background")
+    p.add_argument("--background", "--bgcolor", default="white",
                    help="for --format composite: colour name, #rrggbb, r,g,b or an image path")
+    p.add_argument("--post-process", action="store_true",
+                   help="clean binary mask first: opened, smoothed, thresholded (rembg -ppm)")
+    p.add_argument("--alpha-matting", action="store_true",
+                   help="rembg's alpha matting (-a): closed-form matting of everything between "
+                        "the model's confident foreground and background")
+    p.add_argument("--matting-fg-threshold", type=int, default=240, metavar="0-255",
+                   help="with --alpha-matting: probability x 255 at or above which a pixel is "
+                        "foreground (rembg -af)")
+    p.add_argument("--matting-bg-threshold", type=int, default=10, metavar="0-255",
+                   help="with --alpha-matting: at or below which it is background (-ab)")
+    p.add_argument("--matting-erode", type=int, default=10, metavar="PX",
+                   help="with --alpha-matting: both regions eroded by this many pixels (-ae)")
+    p.add_argument("--watch", action="store_true",
+                   help="keep watching the input folders and matte new or changed images "
+                        "until interrupted (Ctrl-C)")
+    p.add_argument("--watch-interval", type=float, default=1.0, metavar="S",
+                   help="with --watch: seconds between looks")
+    p.add_argument("--raw", default=None, metavar="WxH",
+                   help="with INPUT -: raw RGB24 frames of this size (ffmpeg -f rawvideo "
+                        "-pix_fmt rgb24 -)")
     _add_still_options(p)
     p.set_defaults(func=cmd_predict)
 
@@ -182,10 +206,46 @@ def _folder_output_problem(output, count):
     return None
 
 
-def cmd_predict(args):
+def _predict_problem(args):
+    """Why the predict options cannot work together, or None."""
     if (problem := check_backend_options(args)):
+        return problem
+    pipe_in = args.inputs == ["-"]
+    if "-" in args.inputs and not pipe_in:
+        return "INPUT - (stdin) cannot be mixed with files or folders"
+    if args.raw and not pipe_in:
+        return "--raw is for INPUT - (frames on stdin)"
+    if args.watch and (pipe_in or args.output == "-" or
+                       not any(Path(i).is_dir() for i in args.inputs)):
+        return "--watch needs an input folder and an output folder"
+    if args.watch_interval <= 0:
+        return "--watch-interval must be positive"
+    for name in ("matting_fg_threshold", "matting_bg_threshold"):
+        if not 0 <= getattr(args, name) <= 255:
+            return f"--{name.replace('_', '-')} must be in 0..255"
+    if args.matting_bg_threshold >= args.matting_fg_threshold:
+        return "--matting-bg-threshold must be below --matting-fg-threshold"
+    if args.matting_erode < 0:
+        return "--matting-erode must be >= 0"
+    if args.alpha_matting and args.refine is False:
+        return "--alpha-matting refines the alpha; it cannot go with --no-refine"
+    return None
+
+
+def _make_matter(args):
+    from humanmatting.inference import Matter
+
+    options = _still_options(args)
+    if args.alpha_matting:
+        options["matting_trimap"] = (args.matting_fg_threshold / 255,
+                                     args.matting_bg_threshold / 255, args.matting_erode)
+    return Matter(args.model, **options)
+
+
+def cmd_predict(args):
+    if (problem := _predict_problem(args)):
         return user_error(problem)
-    from humanmatting.io import IMAGE_EXTENSIONS, ImageError, parse_background
+    from humanmatting.io import IMAGE_EXTENSIONS, parse_background
 
     background = None
     if args.format == "composite":
@@ -193,56 +253,157 @@ def cmd_predict(args):
             background = parse_background(args.background)
         except (ValueError, FileNotFoundError) as err:
             return user_error(f"--background: {err}")
+    if args.inputs == ["-"]:
+        return _predict_pipe(args, background)
     output = Path(args.output)
     for item in args.inputs:
         if Path(item).is_dir() and Path(item).resolve() == output.resolve():
             return user_error(f"--output {output}: is the input folder {item}; the mattes would "
                               "overwrite its PNG images, so give another folder")
     found, failed = collect_inputs(args.inputs, exclude=output)
-    if not found and not failed:
+    if not found and not failed and not args.watch:
         return user_error("no images found in " + ", ".join(args.inputs))
+    to_stdout = args.output == "-"
     single = (len(args.inputs) == 1 and len(found) == 1 and Path(args.inputs[0]).is_file()
-              and output.suffix != "")
-    if single and output.suffix.lower() != ".png" and args.format != "composite":
+              and (output.suffix != "" or to_stdout))
+    if to_stdout and not single:
+        return user_error("-o - (stdout) takes one input image, or INPUT - for a stream")
+    if single and not to_stdout and output.suffix.lower() != ".png" and \
+            args.format != "composite":
         return user_error(f"{output}: {args.format} output must be a .png file")
-    if single and output.suffix.lower() not in IMAGE_EXTENSIONS:
+    if single and not to_stdout and output.suffix.lower() not in IMAGE_EXTENSIONS:
         return user_error(f"{output}: composite output must be one of "
                           f"{', '.join(IMAGE_EXTENSIONS)}")
-    if single and output.resolve() == found[0][0].resolve():
+    if single and not to_stdout and output.resolve() == found[0][0].resolve():
         return user_error(f"--output {output}: is the input image; give another file name")
     if not single and (problem := _folder_output_problem(output, len(found) + len(failed))):
         return user_error(problem)
 
     import_tensorflow()
-    from humanmatting.inference import Matter
-    from humanmatting.io import alpha_to_uint8, read_image, write_image
-
     try:
-        matter = Matter(args.model, **_still_options(args))
+        matter = _make_matter(args)
     except (ValueError, FileNotFoundError) as err:
         return user_error(str(err))
+    if to_stdout:
+        return _write_stream(matter, args, background, [found[0][0]])
     names, renamed = output_names([rel for _, rel in found])
     if renamed and not single:
         print(f"{renamed} input(s) share an output name with another; their names keep the "
               "input's extension (x.jpg -> x.jpg.png)", file=sys.stderr)
-    bar = Progress(len(found))
+    targets = [output if single else output / name for name in names]
+    written = _predict_files(matter, args, background, list(zip([p for p, _ in found],
+                                                                 targets)), failed)
+    print(f"wrote {written} file(s) to {output}", file=sys.stderr if args.watch else sys.stdout)
+    if args.watch:
+        written += _watch(matter, args, background, output, failed)
+        print(f"stopped watching; wrote {written} file(s) to {output}")
+    return report_failures(failed, "input(s)")
+
+
+def _render(matter, args, background, image):
+    return matter.render(image, args.format, background, post_process=args.post_process)
+
+
+def _predict_files(matter, args, background, jobs, failed):
+    """Mattes (input path, output path) pairs, with a progress bar; failures are appended."""
+    from humanmatting.io import ImageError, read_image, write_image
+
     written = 0
-    for i, ((path, _), name) in enumerate(zip(found, names), start=1):
-        target = output if single else output / name
+    for path, target in Progress.wrap(jobs, unit="image"):
         try:
-            image = read_image(path)
-            alpha = matter.predict(image)
-            if args.format == "alpha":
-                result = alpha_to_uint8(alpha)
-            else:
-                result = matter.composite(image, background, alpha=alpha)
-            write_image(target, result)
+            write_image(target, _render(matter, args, background, read_image(path)))
             written += 1
         except (ImageError, FileNotFoundError, OSError) as err:
             failed.append((path, str(err)))
-        bar.update(i, path.name)
-    print(f"wrote {written} file(s) to {output}")
-    return report_failures(failed, "input(s)")
+    return written
+
+
+def _watch(matter, args, background, output, failed):
+    """Mattes images that appear or change in the input folders until interrupted."""
+    import time
+
+    def snapshot():
+        found, _ = collect_inputs(args.inputs, exclude=output)
+        names, _ = output_names([rel for _, rel in found])
+        out = {}
+        for (path, _), name in zip(found, names):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            out[path] = ((stat.st_mtime_ns, stat.st_size), output / name)
+        return out
+
+    done = {path: key for path, (key, _) in snapshot().items()}
+    pending, written = {}, 0
+    print(f"watching {', '.join(args.inputs)} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(args.watch_interval)
+            jobs = []
+            for path, (key, target) in snapshot().items():
+                if done.get(path) == key:
+                    continue
+                if pending.get(path) == key:   # unchanged since the last look: complete
+                    jobs.append((path, target))
+                    done[path] = key
+                    pending.pop(path)
+                else:
+                    pending[path] = key
+            if jobs:
+                count = _predict_files(matter, args, background, jobs, failed)
+                written += count
+                print(f"wrote {count} new file(s) to {output}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        return written
+
+
+def _write_stream(matter, args, background, images):
+    """Writes each image's result to stdout as a PNG, one after another; returns the exit
+    code (a bad frame stops the stream: its frames are in order)."""
+    from humanmatting.io import ImageError, encode_png, read_image
+
+    out = sys.stdout.buffer
+    count = 0
+    try:
+        for image in images:
+            if isinstance(image, (str, Path)):
+                image = read_image(image)
+            out.write(encode_png(_render(matter, args, background, image)))
+            out.flush()
+            count += 1
+    except (ImageError, FileNotFoundError) as err:
+        return user_error(f"{err} (after {count} image(s))")
+    print(f"wrote {count} PNG(s) to stdout", file=sys.stderr)
+    return 0
+
+
+def _predict_pipe(args, background):
+    from humanmatting.io import iter_stream_images
+
+    if args.output != "-":
+        return user_error("INPUT - writes to stdout: give -o -")
+    raw = None
+    if args.raw:
+        try:
+            height, width = _parse_wxh(args.raw)
+        except ValueError as err:
+            return user_error(f"--raw: {err}")
+        raw = (width, height)
+    import_tensorflow()
+    try:
+        matter = _make_matter(args)
+    except (ValueError, FileNotFoundError) as err:
+        return user_error(str(err))
+    return _write_stream(matter, args, background, iter_stream_images(sys.stdin.buffer, raw))
+
+
+def _parse_wxh(text):
+    """'640x480' -> (480, 640) as (H, W); ValueError otherwise."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"{text!r} is not WIDTHxHEIGHT (e.g. 640x480)")
+    return int(parts[1]), int(parts[0])
 
 
 def _add_train(sub):

@@ -26,9 +26,14 @@ from humanmatting.specs import make_trimap, unit_trimap
 METHODS = ("cf", "knn")
 
 
-def trimap_from_mask(mask, *, erode=8, dilate=8):
+def trimap_from_mask(mask, *, erode=8, dilate=8, thresholds=None):
     """(H, W) mask in [0, 1] -> trimap float64: 1 foreground, 0 background, 0.5 unknown: the
-    band of `humanmatting.specs.make_trimap` around the mask's 0.5 edge."""
+    band of `humanmatting.specs.make_trimap` around the mask's 0.5 edge, or with
+    `thresholds` = (foreground, background) the soft mask's confident parts (rembg's)."""
+    if thresholds is not None:
+        fg, bg = thresholds
+        return unit_trimap(make_trimap(np.asarray(mask, np.float32), erode=erode,
+                                       dilate=dilate, fg_threshold=fg, bg_threshold=bg))
     return unit_trimap(make_trimap(np.asarray(mask) >= 0.5, erode=erode, dilate=dilate))
 
 
@@ -92,7 +97,7 @@ def closed_form_alpha(image, trimap, *, epsilon=1e-7):
 
 
 def refine_alpha(image, mask, *, method="cf", erode=8, dilate=8, max_side=480,
-                 cf_solver="pymatting"):
+                 cf_solver="pymatting", thresholds=None):
     """Pseudo alpha of one image from its binary mask.
 
     Matting runs at most at `max_side` (closed form solves a sparse system over every unknown
@@ -107,6 +112,8 @@ def refine_alpha(image, mask, *, method="cf", erode=8, dilate=8, max_side=480,
         cf_solver: for "cf": "pymatting" (`estimate_alpha_cf`, what `refine-masks` uses) or
             "scipy" (`closed_form_alpha`: the same matte within 1e-4, without pymatting's
             first-import compile, what `Matter` uses).
+        thresholds: None (a band around the 0.5 edge), or (foreground, background)
+            probabilities for the trimap (`trimap_from_mask`).
 
     Returns:
         (H, W) float32 alpha in [0, 1].
@@ -116,7 +123,7 @@ def refine_alpha(image, mask, *, method="cf", erode=8, dilate=8, max_side=480,
     if cf_solver not in ("pymatting", "scipy"):
         raise ValueError(f"cf_solver must be 'pymatting' or 'scipy', got {cf_solver!r}")
     height, width = mask.shape
-    trimap = trimap_from_mask(mask, erode=erode, dilate=dilate)
+    trimap = trimap_from_mask(mask, erode=erode, dilate=dilate, thresholds=thresholds)
     if not (trimap == 0.5).any():
         return trimap.astype(np.float32)
     scale = min(1.0, max_side / max(height, width))
