@@ -84,7 +84,9 @@ def _representative(images, input_spec, size=(256, 256), count=16):
     while len(out) < count:
         small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
         out.append(cv2.resize(small, size[::-1], interpolation=cv2.INTER_CUBIC))
-    for rgb in out:
+    from humanmatting.progress import bar
+
+    for rgb in bar(out, desc="int8 calibration"):
         trimap = _calibration_trimap(rgb) if input_spec.trimap else None
         yield [to_model_input(rgb, input_spec, trimap)[None]]
 

@@ -274,10 +274,17 @@ def test_eval_next_to_a_peer_compares_image_by_image(tmp_path):
     comparison = report["comparison"]
     assert comparison["mean"] == pytest.approx(np.mean(ours) - np.mean(theirs))
     assert comparison["better"] + comparison["worse"] + comparison["equal"] == 3
-    result = run_cli(*args, cwd=tmp_path)
+    plot = tmp_path / "eval.png"
+    result = run_cli(*args, "--plot", plot, "--plot-worst", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "likeunet_night_lite - peer, iou per image: mean" in result.stdout
     assert "95% bootstrap interval" in result.stdout
+    assert f"wrote {plot}" in result.stdout
+    picture = cv2.imread(str(plot))
+    assert picture.shape[0] > 3 * 300 and picture.shape[1] >= 4 * 300   # scatter + 2 rows
+    assert picture.std() > 10
+    result = run_cli("eval", "--data", people, "--plot", tmp_path / "e.jpg", cwd=tmp_path)
+    assert result.returncode == 1 and "--plot takes a .png" in result.stderr
 
 
 def test_eval_on_people_free_images_scores_false_positives(tmp_path):

@@ -359,9 +359,9 @@ def test_validation_is_reported_per_kind_and_the_best_epoch_by_their_mean(tmp_pa
     scenes = make_folder_dataset(tmp_path / "scenes", count=10, shape=(64, 96), seed=50)
     empty = tmp_path / "empty"
     empty.mkdir()
-    for i in range(6):
-        import cv2
+    import cv2
 
+    for i in range(6):
         cv2.imwrite(str(empty / f"e{i}.jpg"), np.full((64, 80, 3), 40 + 20 * i, np.uint8))
     config = tiny_config(tmp_path, epochs=2, augment="{zoom_out: 0.5, extra_people: 0.5}")
     config.data = type(config)(data=[
@@ -376,6 +376,8 @@ def test_validation_is_reported_per_kind_and_the_best_epoch_by_their_mean(tmp_pa
         assert all(0 <= v <= 1 for v in values)
         assert float(row["val_iou_mix"]) == pytest.approx(np.mean(values), abs=1e-5)
     best = max(range(len(rows)), key=lambda i: float(rows[i]["val_iou_mix"]))
+    curves = cv2.imread(str(tmp_path / "run" / "history.png"))   # written beside the csv
+    assert curves is not None and curves.shape[1] > 800 and curves.std() > 10
     assert summary["best_epoch"] == best
     assert summary["best"] == pytest.approx(float(rows[best]["val_iou_mix"]), abs=1e-5)
 

@@ -93,15 +93,13 @@ def report_failures(failed, what):
 
 
 class Progress:
-    """A tqdm progress bar on stderr, drawn only when stderr is a terminal (logs and pipes
-    stay quiet). `update(done, note)` sets the count reached."""
+    """A progress bar (`humanmatting.progress.bar`) that `update(done, note)` moves to the
+    count reached; quiet when stderr is not a terminal."""
 
     def __init__(self, total, unit="image", stream=None):
-        from tqdm import tqdm
+        from humanmatting.progress import bar
 
-        stream = stream or sys.stderr
-        self.bar = tqdm(total=total, unit=unit, file=stream, dynamic_ncols=True,
-                        disable=not stream.isatty(), leave=True)
+        self.bar = bar(total=total, unit=unit, stream=stream)
 
     def update(self, done, note=""):
         self.bar.update(done - self.bar.n)
@@ -112,11 +110,10 @@ class Progress:
 
     @staticmethod
     def wrap(items, unit="image"):
-        """`items` iterated with a bar (a list, so that its length is known)."""
-        from tqdm import tqdm
+        """`items` iterated with a bar."""
+        from humanmatting.progress import bar
 
-        return tqdm(items, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                    disable=not sys.stderr.isatty())
+        return bar(items, unit=unit)
 
 
 def positive_int(text):

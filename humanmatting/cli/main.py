@@ -586,6 +586,11 @@ def _add_eval(sub):
     p.add_argument("--peer-tflite", default=None,
                    help="also score a TFLite peer (e.g. MediaPipe Selfie) on the same images")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="with --data: a picture of the IoU per image (against the peer with "
+                        "--peer-tflite) and the worst images with their mattes")
+    p.add_argument("--plot-worst", type=int, default=3, metavar="N",
+                   help="with --plot: how many worst images to show")
     _add_still_options(p)
     p.set_defaults(func=cmd_eval)
 
@@ -599,6 +604,8 @@ def cmd_eval(args):
 
     if bool(args.data) == bool(args.config):
         return user_error("eval: give --data or --config (one of them)")
+    if args.plot and (args.config or Path(args.plot).suffix.lower() != ".png"):
+        return user_error("--plot takes a .png file name, with --data")
     if args.config:
         return _eval_by_kind(args)
     try:
@@ -640,7 +647,30 @@ def cmd_eval(args):
                   f"({result['count']} images)")
         if "comparison" in result:
             print(describe_comparison(result["comparison"], name, "peer"))
+    if args.plot and result["count"]:
+        _plot_eval(args, result, name, predictors, pairs)
     return report_failures(result["failed"], "pair(s)")
+
+
+def _plot_eval(args, result, name, predictors, pairs):
+    import numpy as np
+
+    from humanmatting.evaluation import read_target
+    from humanmatting.io import read_image
+    from humanmatting.plots import plot_eval
+
+    targets = dict(zip(map(str, pairs.images), pairs.targets))
+
+    def mattes(image_path):
+        image = read_image(image_path)
+        truth = read_target(targets[image_path], pairs.alpha_channel)
+        truth = np.zeros(image.shape[:2], np.float32) if truth is None else truth
+        return image, truth, {n: p.predict(image) for n, p in predictors.items()}
+
+    path = plot_eval(result, args.plot, name=name,
+                     reference="peer" if "peer" in predictors else None, mattes=mattes,
+                     worst=max(0, args.plot_worst))
+    print(f"wrote {path}")
 
 
 def _eval_by_kind(args):

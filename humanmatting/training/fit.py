@@ -182,6 +182,12 @@ class RunState(keras.callbacks.Callback):
         else:
             self.wait += 1
         self._append_history(epoch, logs)
+        try:   # the curves beside history.csv; a plotting problem never stops a run
+            from humanmatting.plots import plot_history
+
+            plot_history(self.run_dir / "history.csv", self.run_dir / "history.png")
+        except Exception as err:  # noqa: BLE001
+            print(f"history.png not written: {err}")
         if self.keep_epochs:
             (self.run_dir / "epochs").mkdir(exist_ok=True)
             with atomic_path(self.run_dir / "epochs" / f"ep{epoch:03d}.weights.h5") as tmp:
@@ -207,6 +213,28 @@ class RunState(keras.callbacks.Callback):
             writer = csv.DictWriter(f, keys)
             writer.writeheader()
             writer.writerows(rows)
+
+
+class EpochBar(keras.callbacks.Callback):
+    """A bar over the run's epochs (`humanmatting.progress.bar`, on a terminal only), with
+    the monitored value; Keras draws each epoch's steps."""
+
+    def __init__(self, initial_epoch, epochs, monitor):
+        super().__init__()
+        from humanmatting.progress import bar
+
+        self.bar = bar(total=epochs, unit="epoch", desc="training")
+        self.bar.update(initial_epoch)
+        self.monitor = monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None:
+            self.bar.set_postfix_str(f"{self.monitor} {float(value):.4f}", refresh=False)
+        self.bar.update(1)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -535,7 +563,8 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
                                     output_spec=output_spec, sizes=sizes),
                      RunState(run_dir, config.monitor, config.early_stopping_patience, state,
                               keep_epochs=config.keep_epochs),
-                     *callbacks, TimeLimit(config.max_minutes, log)]
+                     *callbacks, TimeLimit(config.max_minutes, log),
+                     EpochBar(initial_epoch, config.epochs, config.monitor)]
         if _on_tensorflow():   # TensorBoard's writers are TensorFlow's
             grid_images, grid_targets = val_batches[0]
             if isinstance(grid_targets, dict):
