@@ -249,3 +249,34 @@ def test_the_page_cuts_out_an_uploaded_photo_in_a_browser(server):
         assert original == 512
     finally:
         driver.quit()
+
+
+def test_a_slow_request_times_out_and_a_full_queue_answers_busy():
+    import asyncio
+    import threading
+
+    from humanmatting.service import Matting, RequestProblem
+
+    release = threading.Event()
+    matting = Matting(MODEL, models=[MODEL], timeout=0.3, queue=1)
+    matting._matte = lambda *args: (release.wait(5), np.zeros((4, 4), np.uint8))[1]
+    options = matting.options({"format": "alpha"})
+
+    async def scenario():
+        first = asyncio.ensure_future(matting.matte(None, options))
+        await asyncio.sleep(0.05)
+        with pytest.raises(RequestProblem) as busy:   # one waits already: the next is refused
+            await matting.matte(None, options)
+        assert busy.value.status == 503 and "busy" in busy.value.message
+        with pytest.raises(RequestProblem) as late:
+            await first
+        assert late.value.status == 503 and "timed out after 0.3 s" in late.value.message
+        release.set()
+        png = await matting.matte(None, options)   # the model thread is free again
+        assert decode(png).shape == (4, 4)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        matting.close()
