@@ -11,7 +11,7 @@ import numpy as np
 from keras import ops
 
 from humanmatting import specs
-from humanmatting.specs import split_target
+from humanmatting.specs import split_matting_target, split_target
 
 EPS = 1e-6
 
@@ -210,21 +210,74 @@ class PortraitLoss(keras.losses.Loss):
         return config
 
 
+def charbonnier(diff, eps=1e-6):
+    """sqrt(diff^2 + eps^2): L1 that is smooth at 0."""
+    return ops.sqrt(ops.square(diff) + eps * eps)
+
+
+@keras.saving.register_keras_serializable(package="humanmatting")
+class CompositionLoss(keras.losses.Loss):
+    """IndexNet's (and Deep Image Matting's) loss for trimap matting, over the trimap's
+    unknown region only:
+
+    total = alpha_weight * Charbonnier(alpha) + composition_weight * Charbonnier(composite)
+
+    with the composite alpha fg + (1 - alpha) bg of the predicted and of the true alpha
+    (mean over RGB), each a mean over the unknown pixels of an image (0 where it has none).
+    Targets: `humanmatting.specs.make_matting_target`; the prediction is a raw alpha, clipped.
+    """
+
+    term_names = ("alpha", "composition")
+
+    def __init__(self, alpha_weight=0.5, composition_weight=0.5, eps=1e-6,
+                 name="composition_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha_weight = alpha_weight
+        self.composition_weight = composition_weight
+        self.eps = eps
+
+    def terms(self, y_true, y_pred):
+        alpha, unknown, fg, bg = split_matting_target(y_true)
+        pred = ops.clip(ops.cast(y_pred[..., 0], "float32"), 0.0, 1.0)
+        composite = pred[..., None] * fg + (1.0 - pred[..., None]) * bg
+        target = alpha[..., None] * fg + (1.0 - alpha[..., None]) * bg
+        out = {"alpha": _masked_mean(charbonnier(pred - alpha, self.eps), unknown),
+               "composition": _masked_mean(
+                   ops.mean(charbonnier(composite - target, self.eps), axis=-1), unknown)}
+        out["total"] = (self.alpha_weight * out["alpha"]
+                        + self.composition_weight * out["composition"])
+        return out
+
+    def call(self, y_true, y_pred):
+        return self.terms(y_true, y_pred)["total"]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(alpha_weight=self.alpha_weight,
+                      composition_weight=self.composition_weight, eps=self.eps)
+        return config
+
+
 #: config `loss: {kind: ...}` -> the per-output loss class
-LOSS_KINDS = {"matting": MattingLoss, "bce": BCELoss, "portrait": PortraitLoss}
+LOSS_KINDS = {"matting": MattingLoss, "bce": BCELoss, "portrait": PortraitLoss,
+              "composition": CompositionLoss}
+#: the loss kind a task trains with when the config names none
+DEFAULT_KIND = {"segmentation": "matting", "trimap_matting": "composition"}
 
 
 def make_loss(preset, config=None):
     """The loss a run trains `preset` with, from a config's `loss` dict: `kind` (matting,
-    the default; bce, the U^2-Net paper's; portrait, the U^2-Net portrait fork's) and that
+    the default for segmentation; bce, the U^2-Net paper's; portrait, the U^2-Net portrait
+    fork's; composition, the default for trimap matting) and that
     kind's weights. A dict-output model (deep supervision) gets one loss per output, summed
     with weight 1 as in the paper; Keras logs each as `<output>_loss`."""
     config = dict(config or {})
-    kind = config.pop("kind", "matting")
+    kind = config.pop("kind", DEFAULT_KIND[preset.task])
     if kind not in LOSS_KINDS:
         raise ValueError(f"loss.kind must be one of {sorted(LOSS_KINDS)}, got {kind!r}")
-    if preset.task != "segmentation":
-        raise ValueError(f"{preset.name}: no default loss for task {preset.task!r} yet")
+    if (kind == "composition") != (preset.task == "trimap_matting"):
+        raise ValueError(f"{preset.name}: loss.kind {kind!r} does not fit task "
+                         f"{preset.task!r}")
     cls = LOSS_KINDS[kind]
     try:
         names = preset.output.names
@@ -241,6 +294,6 @@ def primary_loss(loss, preset):
 
 
 def default_loss(preset, **weights):
-    """The loss a preset's task trains with by default: MattingLoss (one per output of a
-    dict-output model), with these weights."""
+    """The loss a preset's task trains with by default (MattingLoss for segmentation, one per
+    output of a dict-output model; CompositionLoss for trimap matting), with these weights."""
     return make_loss(preset, weights)

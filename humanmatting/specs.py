@@ -225,13 +225,46 @@ def make_target(alpha, refined):
 
 def split_target(y_true):
     """(alpha, refined) from a training target, each (B, H, W); a 1-channel target is taken
-    as a refined alpha. The inverse of `make_target`, on backend tensors."""
+    as a refined alpha. The inverse of `make_target` (and the first two channels of
+    `make_matting_target`), on backend tensors."""
     from keras import ops
 
     y_true = ops.cast(y_true, "float32")
     alpha = y_true[..., 0]
-    refined = y_true[..., 1] if y_true.shape[-1] == 2 else ops.ones_like(alpha)
+    refined = y_true[..., 1] if y_true.shape[-1] >= 2 else ops.ones_like(alpha)
     return alpha, refined
+
+
+#: channels of a trimap-matting target: alpha, refined, unknown, foreground RGB, background RGB
+MATTING_TARGET_CHANNELS = 9
+
+
+def target_channels(input_spec):
+    """Channels of the training target of a model with this input: 9 for a trimap model
+    (`make_matting_target`), else 2 (`make_target`)."""
+    return MATTING_TARGET_CHANNELS if input_spec.trimap else 2
+
+
+def make_matting_target(alpha, refined, trimap, fg, bg):
+    """A trimap-matting target (..., H, W, 9) float32: [alpha, refined flag, unknown (the
+    trimap's 128 region, 0 / 1), foreground RGB / 255, background RGB / 255]; the losses of
+    alpha and of the composite alpha fg + (1 - alpha) bg are taken over the unknown region."""
+    base = make_target(alpha, refined)
+    unknown = (np.asarray(trimap) == TRIMAP_UNKNOWN).astype(np.float32)[..., None]
+    colours = [np.asarray(c, np.float32) / np.float32(255) for c in (fg, bg)]
+    return np.concatenate([base, unknown, *colours], -1)
+
+
+def split_matting_target(y_true):
+    """(alpha, unknown, fg, bg) from a `make_matting_target` target, on backend tensors:
+    (B, H, W), (B, H, W), (B, H, W, 3), (B, H, W, 3)."""
+    from keras import ops
+
+    y_true = ops.cast(y_true, "float32")
+    if y_true.shape[-1] != MATTING_TARGET_CHANNELS:
+        raise ValueError(f"a trimap-matting target has {MATTING_TARGET_CHANNELS} channels, "
+                         f"got {y_true.shape[-1]}")
+    return y_true[..., 0], y_true[..., 2], y_true[..., 3:6], y_true[..., 6:9]
 
 
 def _ellipse(radius):
@@ -316,6 +349,7 @@ def check_trimap(trimap, shape, name="trimap"):
 
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputSpec", "OutputSpec", "SIZES_256",
-           "SIZES_320", "TASKS", "TRIMAP_BG", "TRIMAP_FG", "TRIMAP_UNKNOWN", "check_trimap",
-           "make_target", "make_trimap", "minmax_per_image", "person_probability",
-           "primary_output", "split_target", "to_model_input", "unit_trimap"]
+           "MATTING_TARGET_CHANNELS", "SIZES_320", "TASKS", "TRIMAP_BG", "TRIMAP_FG", "TRIMAP_UNKNOWN", "check_trimap",
+           "make_matting_target", "make_target", "make_trimap", "minmax_per_image",
+           "person_probability", "primary_output", "split_matting_target", "split_target",
+           "target_channels", "to_model_input", "unit_trimap"]

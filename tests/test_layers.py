@@ -164,3 +164,23 @@ def test_layer_config_round_trip(layer):
     config = layer.get_config()
     clone = layer.__class__.from_config(config)
     assert clone.get_config() == config
+
+
+def test_depthwise_convbn_folds_and_checks_its_channels():
+    import keras
+
+    from conftest import randomize_batchnorm
+    from humanmatting.fusion import fuse
+    from humanmatting.layers import ConvBN
+
+    inputs = keras.Input((None, None, 5))
+    outputs = ConvBN(5, 4, strides=2, depthwise=True, activation="relu6")(inputs)
+    model = keras.Model(inputs, outputs)
+    randomize_batchnorm(model, seed=3)
+    x = np.random.default_rng(0).normal(size=(2, 8, 6, 5)).astype(np.float32)
+    assert model(x).shape == (2, 4, 3, 5)           # even kernel, stride 2: PyTorch padding 1
+    np.testing.assert_allclose(np.asarray(fuse(model)(x)), np.asarray(model(x)), atol=1e-5)
+    with pytest.raises(ValueError, match="keeps the channels"):
+        ConvBN(4, 3, depthwise=True)(np.zeros((1, 4, 4, 5), np.float32))
+    with pytest.raises(ValueError, match="odd"):
+        ConvBN(4, 4)

@@ -30,7 +30,8 @@ import keras
 import numpy as np
 
 from humanmatting.data.augment import AugmentConfig, augment_sample, make_sample
-from humanmatting.specs import SIZES_256, OutputSpec, make_target, make_trimap, to_model_input
+from humanmatting.specs import (SIZES_256, OutputSpec, make_matting_target, make_target,
+                                make_trimap, target_channels, to_model_input)
 
 __all__ = ["AugmentConfig", "BatchMaker", "ImageStore", "TrainBatches", "ValBatches",
            "distil_target", "epoch_plan", "load_backgrounds", "model_batch", "train_dataset",
@@ -180,7 +181,12 @@ def model_batch(samples, input_spec, output_spec=None):
         trimaps = np.stack([s["trimap"] if s.get("trimap") is not None
                             else make_trimap(s["alpha"], erode=8, dilate=8) for s in samples])
     x = to_model_input(images, input_spec, trimaps)
-    y = np.stack([make_target(s["alpha"], s["refined"]) for s in samples])
+    if input_spec.trimap:
+        y = np.stack([make_matting_target(s["alpha"], s["refined"], t, s.get("fg", s["image"]),
+                                          s.get("bg", s["image"]))
+                      for s, t in zip(samples, trimaps)])
+    else:
+        y = np.stack([make_target(s["alpha"], s["refined"]) for s in samples])
     names = OutputSpec.of(output_spec or "softmax2").names
     return x, ({name: y for name in names} if names else y)
 
@@ -309,7 +315,7 @@ def _signature(input_spec, output_spec):
     import tensorflow as tf
 
     x = tf.TensorSpec((None, None, None, input_spec.model_channels), tf.float32)
-    y = tf.TensorSpec((None, None, None, 2), tf.float32)
+    y = tf.TensorSpec((None, None, None, target_channels(input_spec)), tf.float32)
     names = OutputSpec.of(output_spec or "softmax2").names
     return x, ({n: y for n in names} if names else y)
 
@@ -346,7 +352,8 @@ def _tf_train_dataset(maker, epochs, initial_epoch):
         out = tf.numpy_function(make, [k], [tf.float32] * (1 + max(1, len(names))),
                                 stateful=False)
         x = tf.ensure_shape(out[0], (maker.batch_size, None, None, channels))
-        ys = [tf.ensure_shape(t, (maker.batch_size, None, None, 2)) for t in out[1:]]
+        ys = [tf.ensure_shape(t, (maker.batch_size, None, None,
+                                  target_channels(maker.input_spec))) for t in out[1:]]
         return x, (dict(zip(names, ys)) if names else ys[0])
 
     ds = tf.data.Dataset.range(initial_epoch * steps, epochs * steps)

@@ -68,19 +68,24 @@ class ConvBN(keras.layers.Layer):
     LikeUnet decoder does); its deploy form is an ordinary Conv2D with the flipped kernel, which
     runs faster on every backend and exports more simply.
 
+    With `depthwise=True` the convolution is depthwise (one filter per input channel,
+    `filters` must equal the input channels: PyTorch's `groups=channels`).
+
     Args:
         filters: output channels.
-        kernel_size: odd square kernel size.
+        kernel_size: square kernel size: odd; or even with stride 2 (then on an even side
+            "same" pads (k - 2) / 2 on each side, PyTorch's `padding=(k - 2) // 2`).
         activation: activation applied last (name or None).
         strides: convolution stride (1 or 2; a transposed block has stride 1).
         transpose: use a stride-1 transposed convolution in training form.
         conv_bias: give the training-form convolution a bias (the original release has one).
         dilation_rate: dilation of the convolution ("same" padding = dilation for a 3x3
             kernel, PyTorch's `padding=dilation`); stride 1 when dilated.
+        depthwise: a depthwise convolution (filters = input channels).
         deploy: build the fused form (one convolution with bias).
         momentum, epsilon: BatchNorm settings.
 
-    Shapes: (B, H, W, C_in) -> (B, H, W, filters).
+    Shapes: (B, H, W, C_in) -> (B, H / strides, W / strides, filters).
 
     Example:
         >>> y = ConvBN(16, activation="relu")(keras.ops.ones((1, 32, 32, 3)))
@@ -88,10 +93,13 @@ class ConvBN(keras.layers.Layer):
 
     def __init__(self, filters, kernel_size=3, *, activation=None, strides=1, transpose=False,
                  conv_bias=False, deploy=False, momentum=0.99, epsilon=1e-3, dilation_rate=1,
-                 **kwargs):
+                 depthwise=False, **kwargs):
         super().__init__(**kwargs)
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if kernel_size % 2 != 1 and strides != 2:
+            raise ValueError(f"kernel_size must be odd (or even with stride 2), got "
+                             f"{kernel_size}")
+        if depthwise and transpose:
+            raise ValueError("a depthwise ConvBN cannot be transposed")
         if strides not in (1, 2) or (transpose and strides != 1):
             raise ValueError(f"strides must be 1 or 2 (1 when transposed), got {strides}")
         if dilation_rate < 1 or (dilation_rate > 1 and (strides != 1 or transpose)):
@@ -108,7 +116,13 @@ class ConvBN(keras.layers.Layer):
         self.deploy = deploy
         self.momentum = momentum
         self.epsilon = epsilon
-        if deploy:
+        self.depthwise = depthwise
+        if depthwise:
+            self.conv = keras.layers.DepthwiseConv2D(
+                kernel_size, strides=strides, padding="same", dilation_rate=dilation_rate,
+                use_bias=deploy or conv_bias, name="conv")
+            self.bn = None if deploy else make_batchnorm(momentum, epsilon, "bn")
+        elif deploy:
             self.conv = keras.layers.Conv2D(filters, kernel_size, strides=strides,
                                             padding="same", dilation_rate=dilation_rate,
                                             name="conv")
@@ -121,6 +135,9 @@ class ConvBN(keras.layers.Layer):
             self.bn = make_batchnorm(momentum, epsilon, "bn")
 
     def build(self, input_shape):
+        if self.depthwise and input_shape[-1] != self.filters:
+            raise ValueError(f"{self.name}: a depthwise ConvBN keeps the channels: "
+                             f"{input_shape[-1]} in, {self.filters} asked")
         self.conv.build(input_shape)
         if self.bn is not None:
             self.bn.build(self.compute_output_shape(input_shape))
@@ -138,12 +155,14 @@ class ConvBN(keras.layers.Layer):
                 self.filters)
 
     def fused_weights(self):
-        """Returns the deploy-form (kernel, bias): (k, k, C_in, filters), (filters,)."""
+        """Returns the deploy-form (kernel, bias): (k, k, C_in, filters) ((k, k, C, 1) when
+        depthwise), (filters,)."""
+        kernel_var = self.conv.kernel   # (k, k, C, 1) for a depthwise one
         if self.deploy:
-            return self.conv.kernel.numpy(), self.conv.bias.numpy()
+            return kernel_var.numpy(), self.conv.bias.numpy()
         bias = self.conv.bias.numpy() if self.conv_bias else None
-        kernel, bias = fold_batchnorm(self.conv.kernel.numpy(), bias, *batchnorm_weights(self.bn),
-                                      out_axis=-2 if self.transpose else -1)
+        kernel, bias = fold_batchnorm(kernel_var.numpy(), bias, *batchnorm_weights(self.bn),
+                                      out_axis=-2 if self.transpose or self.depthwise else -1)
         if self.transpose:
             kernel = transpose_to_conv_kernel(kernel)
         return kernel, bias
@@ -154,5 +173,5 @@ class ConvBN(keras.layers.Layer):
                       activation=self.activation, strides=self.strides,
                       transpose=self.transpose, conv_bias=self.conv_bias, deploy=self.deploy,
                       momentum=self.momentum, epsilon=self.epsilon,
-                      dilation_rate=self.dilation_rate)
+                      dilation_rate=self.dilation_rate, depthwise=self.depthwise)
         return config

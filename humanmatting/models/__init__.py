@@ -1,3 +1,3 @@
 """Model families; importing this package registers every variant."""
 
-from humanmatting.models import likeunet, u2net  # noqa: F401
+from humanmatting.models import indexnet, likeunet, u2net  # noqa: F401
