@@ -6,8 +6,31 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from humanmatting.io import read_image
+from humanmatting.io import load_gray, read_image
 from humanmatting.metrics import evaluate_pair, paired_difference
+from humanmatting.specs import TRIMAP_UNKNOWN, check_trimap, unit_trimap
+
+
+class TrimapSolver:
+    """A classical matting baseline on a given trimap: pymatting's closed-form ("cf"), KNN
+    ("knn") or large-kernel ("lkm") matting, or our SciPy closed form ("cf-scipy"), at most
+    at `max_side` (resized back; the trimap's known regions kept at full resolution).
+    `eval` scores it beside a trimap-matting model on the same trimaps."""
+
+    task = "trimap_matting"
+    METHODS = ("cf", "knn", "lkm", "cf-scipy")
+
+    def __init__(self, method="cf", max_side=480):
+        if method not in self.METHODS:
+            raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
+        self.method, self.max_side = method, max_side
+        self.name = f"{method} matting"
+
+    def predict(self, image, trimap):
+        from humanmatting.data.refine import solve_trimap
+
+        return solve_trimap(image, unit_trimap(trimap), method=self.method,
+                            max_side=self.max_side)
 
 
 class TFLitePeer:
@@ -76,21 +99,30 @@ def evaluate(predictors, pairs, *, progress=None):
     times = {name: [] for name in predictors}
     failed = list(pairs.problems)
     scored = []
-    for i, (image_path, target_path) in enumerate(zip(pairs.images, pairs.targets), start=1):
+    trimaps = pairs.trimaps or [None] * len(pairs.images)
+    for i, (image_path, target_path, trimap_path) in enumerate(
+            zip(pairs.images, pairs.targets, trimaps), start=1):
         try:
             image = read_image(image_path)
             gt = read_target(target_path, pairs.alpha_channel)
             gt = np.zeros(image.shape[:2], np.float32) if gt is None else gt
             if gt.shape != image.shape[:2]:
                 raise ValueError(f"{target_path}: size {gt.shape} differs from the image's")
+            trimap = None
+            if trimap_path is not None:
+                trimap = check_trimap(load_gray(trimap_path), image.shape[:2], trimap_path)
         except (ValueError, FileNotFoundError) as err:
             failed.append((image_path, str(err)))
             continue
+        region = None if trimap is None else trimap == TRIMAP_UNKNOWN
         for name, predictor in predictors.items():
+            takes = trimap is not None and getattr(predictor, "task", "") == "trimap_matting"
             start = time.perf_counter()
-            alpha = predictor.predict(image)
+            alpha = predictor.predict(image, trimap=trimap) if takes else \
+                predictor.predict(image)
             times[name].append(time.perf_counter() - start)
-            for metric, value in evaluate_pair(alpha, gt, soft=pairs.refined).items():
+            for metric, value in evaluate_pair(alpha, gt, soft=pairs.refined,
+                                               region=region).items():
                 values[name].setdefault(metric, []).append(float(value))
         scored.append(str(image_path))
         if progress:

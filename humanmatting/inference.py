@@ -26,6 +26,16 @@ REFINE_BAND = 0.005
 SUPPORT = 0.1
 
 
+def estimate_foreground(image, alpha):
+    """The person's own colours behind a soft alpha (pymatting's `estimate_foreground_ml`,
+    Germer et al. 2020): (H, W, 3) uint8 RGB, equal to the image where alpha is 1."""
+    from pymatting import estimate_foreground_ml
+
+    fg = estimate_foreground_ml(image.astype(np.float64) / 255.0,
+                                np.asarray(alpha, np.float64))
+    return np.clip(np.rint(fg * 255.0), 0, 255).astype(np.uint8)
+
+
 def post_process_mask(alpha):
     """A clean binary mask from an alpha (rembg's post-processed mask, `-ppm`): thresholded
     at 0.5, opened with a 3x3 ellipse (specks and one-pixel bridges go), blurred 5x5 with
@@ -427,7 +437,7 @@ class Matter:
         return {"prob": prob, "alpha": alpha}
 
     def render(self, image, fmt="rgba", background=None, *, alpha=None, post_process=False,
-               trimap=None):
+               trimap=None, foreground=None):
         """One of `OUTPUT_FORMATS` for an image, as the uint8 array to write.
 
         Args:
@@ -436,6 +446,7 @@ class Matter:
                 "composite" ((H, W, 3) on `background`: a colour or an image; white if None).
             alpha: a precomputed alpha; predicted when None (with `trimap`).
             post_process: `post_process_mask` the alpha first (a clean binary mask).
+            foreground: for rgba / composite: None, or "ml" (see `composite`).
         """
         if fmt not in OUTPUT_FORMATS:
             raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {fmt!r}")
@@ -448,11 +459,11 @@ class Matter:
         if fmt == "mask":
             return np.where(np.asarray(alpha) >= 0.5, 255, 0).astype(np.uint8)
         if fmt == "rgba":
-            return self.composite(image, None, alpha=alpha)
+            return self.composite(image, None, alpha=alpha, foreground=foreground)
         return self.composite(image, (255, 255, 255) if background is None else background,
-                              alpha=alpha)
+                              alpha=alpha, foreground=foreground)
 
-    def composite(self, image, background=None, *, alpha=None):
+    def composite(self, image, background=None, *, alpha=None, foreground=None):
         """Cuts the person out, or puts them on a new background.
 
         Args:
@@ -460,6 +471,10 @@ class Matter:
             background: None for an RGBA cut-out; an (r, g, b) colour; or an RGB image (array
                 or path), resized and centre-cropped to cover the image.
             alpha: a precomputed (H, W) alpha for `image`; predicted when None.
+            foreground: None (the photo's own colours), or "ml": pymatting's multilevel
+                foreground estimation (`estimate_foreground_ml`) solves for the person's
+                colours where the alpha is soft, so that the old background does not bleed
+                into hair (its numba kernels compile for about a minute on first use).
 
         Returns:
             (H, W, 4) uint8 RGBA when background is None, else (H, W, 3) uint8 RGB.
@@ -468,6 +483,10 @@ class Matter:
         alpha = self.predict(image) if alpha is None else np.asarray(alpha, np.float32)
         if alpha.shape != image.shape[:2]:
             raise ValueError(f"alpha shape {alpha.shape} does not match image {image.shape[:2]}")
+        if foreground not in (None, "none", "ml"):
+            raise ValueError(f"foreground must be None, 'none' or 'ml', got {foreground!r}")
+        if foreground == "ml":
+            image = estimate_foreground(image, alpha)
         if background is None:
             a = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
             return cv2.merge((image, a))
@@ -492,4 +511,5 @@ class Matter:
         return out.astype(np.uint8)
 
 
-__all__ = ["BACKENDS", "Matter", "check_sizes", "choose_size", "post_process_mask", "scaled_size"]
+__all__ = ["BACKENDS", "Matter", "check_sizes", "choose_size", "estimate_foreground",
+           "post_process_mask", "scaled_size"]

@@ -82,7 +82,7 @@ def decode_image(data, name="image", *, max_pixels=None, flags=cv2.IMREAD_COLOR)
     if data.size == 0:
         raise ImageError(f"{name}: file is empty")
     if (problem := truncation_problem(data)):
-        raise ImageError(f"{name}: {problem}")
+        raise ImageError(f"{name}: not a readable image ({problem})")
     image = cv2.imdecode(data, flags)
     if image is None:
         raise ImageError(f"{name}: not a readable image (corrupt or unsupported format)")

@@ -15,8 +15,9 @@ Definitions, per image (datasets average the per-image values); alphas in [0, 1]
   phi(gt)| / 1000 with phi = 1 - d * (d >= 0.15), d = alpha - l, l the highest threshold at
   which the pixel still belonged to the largest component of (pred >= t) & (gt >= t).
 
-The matting metrics (SAD, MSE, Grad, Conn) are over the whole image here; benchmarks that
-report them on the trimap's unknown region only get smaller numbers.
+The matting metrics (SAD, MSE, Grad, Conn) are over the whole image, or with `region` (a
+trimap's unknown pixels, as the matting benchmarks report them) over that region only: sums
+over it, MSE its mean.
 """
 
 import math
@@ -49,16 +50,20 @@ def mae(pred, gt):
     return float(np.mean(np.abs(np.asarray(pred, np.float64) - np.asarray(gt, np.float64))))
 
 
-def sad(pred, gt):
-    """Sum of absolute differences, in thousands."""
-    return float(np.sum(np.abs(np.asarray(pred, np.float64) - np.asarray(gt, np.float64)))
-                 / 1000.0)
+def _region(pred, region):
+    return np.ones(np.shape(pred), bool) if region is None else np.asarray(region, bool)
 
 
-def mse(pred, gt):
-    """Mean squared error x 1e3."""
-    diff = np.asarray(pred, np.float64) - np.asarray(gt, np.float64)
-    return float(np.mean(diff * diff) * 1000.0)
+def sad(pred, gt, region=None):
+    """Sum of absolute differences (over `region`), in thousands."""
+    diff = np.abs(np.asarray(pred, np.float64) - np.asarray(gt, np.float64))
+    return float(np.sum(diff[_region(pred, region)]) / 1000.0)
+
+
+def mse(pred, gt, region=None):
+    """Mean squared error (over `region`; 0 when it is empty) x 1e3."""
+    diff = (np.asarray(pred, np.float64) - np.asarray(gt, np.float64))[_region(pred, region)]
+    return float(np.mean(diff * diff) * 1000.0) if diff.size else 0.0
 
 
 def _boundary(mask):
@@ -97,8 +102,9 @@ def _gaussian_derivative_kernels(sigma=1.4):
     return kx, kx.T
 
 
-def gradient_error(pred, gt, sigma=1.4):
-    """Gradient error of one image, in thousands (see the module docstring)."""
+def gradient_error(pred, gt, sigma=1.4, region=None):
+    """Gradient error of one image (over `region`), in thousands (see the module
+    docstring)."""
     kx, ky = _gaussian_derivative_kernels(sigma)
 
     def magnitude(alpha):
@@ -107,11 +113,13 @@ def gradient_error(pred, gt, sigma=1.4):
         gy = cv2.filter2D(alpha, -1, ky, borderType=cv2.BORDER_REPLICATE)
         return np.sqrt(gx * gx + gy * gy)
 
-    return float(np.sum((magnitude(pred) - magnitude(gt)) ** 2) / 1000.0)
+    error = (magnitude(pred) - magnitude(gt)) ** 2
+    return float(np.sum(error[_region(pred, region)]) / 1000.0)
 
 
-def connectivity_error(pred, gt, step=0.1):
-    """Connectivity error of one image, in thousands (see the module docstring)."""
+def connectivity_error(pred, gt, step=0.1, region=None):
+    """Connectivity error of one image (over `region`), in thousands (see the module
+    docstring)."""
     pred = np.asarray(pred, np.float64)
     gt = np.asarray(gt, np.float64)
     level = np.ones_like(pred)
@@ -131,17 +139,20 @@ def connectivity_error(pred, gt, step=0.1):
         d = alpha - level
         return 1.0 - d * (d >= 0.15)
 
-    return float(np.sum(np.abs(phi(pred) - phi(gt))) / 1000.0)
+    return float(np.sum(np.abs(phi(pred) - phi(gt))[_region(pred, region)]) / 1000.0)
 
 
 SEGMENTATION_METRICS = {"iou": iou, "miou": miou, "boundary_f": boundary_f, "mae": mae}
 MATTING_METRICS = {"sad": sad, "mse": mse, "grad": gradient_error, "conn": connectivity_error}
 
 
-def evaluate_pair(pred, gt, *, soft=False):
-    """All metrics for one image; the matting ones only when `soft` (soft ground truth)."""
-    table = dict(SEGMENTATION_METRICS, **(MATTING_METRICS if soft else {}))
-    return {name: fn(pred, gt) for name, fn in table.items()}
+def evaluate_pair(pred, gt, *, soft=False, region=None):
+    """All metrics for one image; the matting ones only when `soft` (soft ground truth),
+    over `region` (a trimap's unknown pixels) when given."""
+    out = {name: fn(pred, gt) for name, fn in SEGMENTATION_METRICS.items()}
+    if soft:
+        out.update({name: fn(pred, gt, region=region) for name, fn in MATTING_METRICS.items()})
+    return out
 
 
 def paired_difference(scores, reference, *, samples=10000, level=0.95, seed=0):

@@ -33,6 +33,10 @@ OUTPUT_KINDS = ("softmax2", "sigmoid", "alpha")
 #: trimap_matting: image + trimap -> alpha, scored by SAD / MSE / Grad / Conn.
 TASKS = ("segmentation", "trimap_matting")
 
+#: classical matting methods (pymatting's closed form, KNN and large-kernel matting) for
+#: refinement (`--refine METHOD`) and as trimap baselines
+REFINE_METHODS = ("cf", "knn", "lkm")
+
 #: The trimap convention everywhere (files, arguments, model inputs before scaling).
 TRIMAP_BG, TRIMAP_UNKNOWN, TRIMAP_FG = 0, 128, 255
 
@@ -349,7 +353,7 @@ def check_trimap(trimap, shape, name="trimap"):
 
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputSpec", "OutputSpec", "SIZES_256",
-           "MATTING_TARGET_CHANNELS", "SIZES_320", "TASKS", "TRIMAP_BG", "TRIMAP_FG", "TRIMAP_UNKNOWN", "check_trimap",
+           "MATTING_TARGET_CHANNELS", "REFINE_METHODS", "SIZES_320", "TASKS", "TRIMAP_BG", "TRIMAP_FG", "TRIMAP_UNKNOWN", "check_trimap",
            "make_matting_target", "make_target", "make_trimap", "minmax_per_image",
            "person_probability", "primary_output", "split_matting_target", "split_target",
            "target_channels", "to_model_input", "unit_trimap"]

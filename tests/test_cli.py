@@ -542,3 +542,93 @@ def test_predict_watch_mattes_new_images_until_interrupted(tmp_path):
     result = run_cli("predict", tmp_path / "in" / "first.png", "-o", out / "x.png", "--watch",
                      cwd=tmp_path)
     assert result.returncode == 1 and "--watch needs an input folder" in result.stderr
+
+
+def _trimap_dataset(root, count=3):
+    """A folder dataset with soft alphas and given trimaps (a band around the person)."""
+    from humanmatting.specs import make_trimap
+
+    data = make_folder_dataset(root, count=count, shape=(64, 64), soft=True, seed=40)
+    (data / "trimaps").mkdir()
+    for alpha_path in sorted((data / "alphas").glob("*.png")):
+        alpha = cv2.imread(str(alpha_path), cv2.IMREAD_GRAYSCALE) / 255.0
+        cv2.imwrite(str(data / "trimaps" / alpha_path.name), make_trimap(alpha >= 0.5,
+                                                                          erode=3, dilate=3))
+    return data
+
+
+@pytest.mark.slow
+def test_predict_and_eval_with_trimaps(tmp_path):
+    data = _trimap_dataset(tmp_path / "bench")
+    model = ["--model", "indexnet_mobilenetv2", "--no-flip", "--scales", "1"]
+    one = data / "images" / "p000.jpg"
+    out = tmp_path / "one.png"
+    result = run_cli("predict", one, "-o", out, "--trimap", data / "trimaps" / "p000.png",
+                     *model, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    alpha = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    trimap = cv2.imread(str(data / "trimaps" / "p000.png"), cv2.IMREAD_GRAYSCALE)
+    assert alpha.shape == (64, 64)
+    assert (alpha[trimap == 255] == 255).all() and (alpha[trimap == 0] == 0).all()
+    result = run_cli("predict", data / "images", "-o", tmp_path / "outs", "--trimap",
+                     data / "trimaps", *model, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "outs").glob("*.png"))) == 3
+    # the trimap errors, each named
+    (tmp_path / "bad.png").write_bytes(cv2.imencode(".png", np.full((64, 64), 77, np.uint8))[1])
+    for args, message in [([one, "-o", out, *model], "give --trimap"),
+                          ([one, "-o", out, "--trimap", tmp_path / "nope.png", *model],
+                           "nope.png: no such file"),
+                          ([one, "-o", out, "--trimap", tmp_path / "bad.png", *model],
+                           "values must be 0 (background), 128 (unknown) or 255"),
+                          ([one, "-o", out, "--trimap", data / "trimaps" / "p000.png"],
+                           "takes no trimap"),
+                          ([data / "images", "-o", tmp_path / "o2", "--trimap",
+                            data / "trimaps" / "p000.png", *model], "--trimap FILE is for one")]:
+        result = run_cli("predict", *args, cwd=tmp_path)
+        assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
+    # eval prints the matting metrics over the unknown region, beside closed-form matting
+    result = run_cli("eval", "--data", data, *model, "--baseline-matting", "cf", "--json",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for name in ("indexnet_mobilenetv2", "cf matting"):
+        assert {"sad", "mse", "grad", "conn", "iou"} <= set(report["per_model"][name])
+    from humanmatting.evaluation import TrimapSolver
+    from humanmatting.io import read_image
+    from humanmatting.metrics import sad
+
+    truth = cv2.imread(str(data / "alphas" / "p000.png"), cv2.IMREAD_GRAYSCALE) / 255.0
+    solved = TrimapSolver("cf").predict(read_image(one), trimap)
+    # the matting metrics are taken over the trimap's unknown band only
+    assert report["per_image"]["cf matting"]["sad"][0] == pytest.approx(
+        sad(solved, truth, region=trimap == 128), abs=1e-6)
+    result = run_cli("eval", "--data", make_folder_dataset(tmp_path / "plain", count=2),
+                     "--baseline-matting", "cf", cwd=tmp_path)
+    assert result.returncode == 1 and "has no trimaps/ folder" in result.stderr
+
+
+@pytest.mark.slow
+def test_foreground_estimation_keeps_the_old_background_out_of_soft_edges(tmp_path):
+    from humanmatting.inference import Matter
+
+    fg = np.zeros((48, 48, 3), np.uint8)
+    fg[...] = (220, 180, 40)                       # the person: yellow
+    bg = np.zeros_like(fg)
+    bg[...] = (0, 0, 255)                          # the old background: blue
+    alpha = np.zeros((48, 48), np.float32)
+    alpha[8:40, 8:40] = 1.0
+    alpha[8:40, 36:40] = 0.5                        # a soft (hair-like) band
+    image = (alpha[..., None] * fg + (1 - alpha[..., None]) * bg).astype(np.uint8)
+    matter = Matter("likeunet_night_lite", flip=False, scales=(1.0,), refine=False)
+    plain = matter.composite(image, (0, 255, 0), alpha=alpha)
+    solved = matter.composite(image, (0, 255, 0), alpha=alpha, foreground="ml")
+    band = (slice(10, 38), slice(36, 40))
+    # without estimation the old background's blue shows through the soft band: half of the
+    # photo's (40 + 255) / 2 there; the person's own blue is 40, so 20 is the right answer
+    assert plain[band][..., 2].mean() == pytest.approx(74, abs=1)
+    assert abs(solved[band][..., 2].mean() - 20) < 8
+    np.testing.assert_array_equal(solved[alpha == 0], np.broadcast_to((0, 255, 0),
+                                                                      solved[alpha == 0].shape))
+    with pytest.raises(ValueError, match="foreground must be"):
+        matter.composite(image, None, alpha=alpha, foreground="bayes")

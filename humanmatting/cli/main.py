@@ -10,6 +10,7 @@ from humanmatting.cli.common import (Progress, add_backend_options, check_backen
                                      import_keras, import_tensorflow, open_fraction, parse_arch,
                                      positive_int, quiet_logs, report_failures, user_error)
 from humanmatting.io import OUTPUT_FORMATS as FORMATS
+from humanmatting.specs import REFINE_METHODS
 from humanmatting.registry import check_min_confidence, check_min_region, check_scales
 
 
@@ -45,10 +46,13 @@ def _add_still_options(p):
                         "each image at, alphas averaged (a pass each); default: the model's "
                         "own (0.8,1.2 for the full-size LikeUnets trained here, 1,1.25,1.5 for "
                         "Night-Lite; 1 otherwise)")
-    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
-                   help="closed-form matting of the image in a thin band around "
-                        "the alpha's edge, 0 / 1 outside it; default: the model's own (on for "
-                        "the LikeUnets trained here)")
+    p.add_argument("--refine", nargs="?", const="cf", default=None, choices=REFINE_METHODS,
+                   metavar="METHOD",
+                   help="matting of the image in a thin band around the alpha's edge, 0 / 1 "
+                        "outside it: cf (closed form, the default), knn or lkm (pymatting's); "
+                        "default: the model's own (cf for the LikeUnets trained here)")
+    p.add_argument("--no-refine", dest="refine", action="store_const", const=False,
+                   help="no refinement")
     p.add_argument("--min-region", type=parse_threshold(check_min_region), default=None,
                    metavar="F",
                    help="drop person regions smaller than this fraction of the image (specks "
@@ -65,8 +69,7 @@ def _add_still_options(p):
 def _still_options(args):
     """Matter's flip / scales / refine / min_region / min_confidence (None: the model's own
     default), backend and quantize from those options."""
-    refine = None if args.refine is None else ("cf" if args.refine else False)
-    return {"flip": args.flip, "scales": args.scales, "refine": refine,
+    return {"flip": args.flip, "scales": args.scales, "refine": args.refine,
             "min_region": args.min_region, "min_confidence": args.min_confidence,
             "backend": args.backend, "quantize": args.quantize}
 
@@ -114,6 +117,13 @@ def _add_predict(sub):
                         "cut-out PNG; composite: on --background")
     p.add_argument("--background", "--bgcolor", default="white",
                    help="for --format composite: colour name, #rrggbb, r,g,b or an image path")
+    p.add_argument("--foreground", choices=("none", "ml"), default="none",
+                   help="for rgba / composite: ml solves for the person's colours where the "
+                        "alpha is soft (pymatting's estimate_foreground_ml), so that the old "
+                        "background does not bleed into hair; none keeps the photo's")
+    p.add_argument("--trimap", default=None, metavar="FILE|DIR",
+                   help="for a trimap-matting model: the trimap (0 / 128 / 255) of the one "
+                        "input image, or a folder of trimaps named as the outputs")
     p.add_argument("--post-process", action="store_true",
                    help="clean binary mask first: opened, smoothed, thresholded (rembg -ppm)")
     p.add_argument("--alpha-matting", action="store_true",
@@ -229,6 +239,23 @@ def _predict_problem(args):
         return "--matting-erode must be >= 0"
     if args.alpha_matting and args.refine is False:
         return "--alpha-matting refines the alpha; it cannot go with --no-refine"
+    if args.trimap and not Path(args.trimap).exists():
+        return f"--trimap {args.trimap}: no such file or folder"
+    if args.trimap and Path(args.trimap).is_file() and (
+            len(args.inputs) != 1 or not Path(args.inputs[0]).is_file()):
+        return "--trimap FILE is for one input image; give a folder of trimaps for a folder"
+    from humanmatting.registry import DEFAULT_MODEL, get_preset
+
+    try:
+        takes = get_preset(args.model or DEFAULT_MODEL).input.trimap
+    except ValueError as err:
+        return str(err)
+    if takes and pipe_in:
+        return f"{args.model} is a trimap-matting model: a pipe carries no trimaps"
+    if takes and not args.trimap:
+        return f"{args.model} is a trimap-matting model: give --trimap FILE or DIR"
+    if args.trimap and not takes:
+        return f"{args.model or DEFAULT_MODEL} takes no trimap (it is a segmentation model)"
     return None
 
 
@@ -285,7 +312,11 @@ def cmd_predict(args):
     except (ValueError, FileNotFoundError) as err:
         return user_error(str(err))
     if to_stdout:
-        return _write_stream(matter, args, background, [found[0][0]])
+        try:
+            trimap = _trimap_for(args, output)
+        except FileNotFoundError as err:
+            return user_error(str(err))
+        return _write_stream(matter, args, background, [found[0][0]], trimap)
     names, renamed = output_names([rel for _, rel in found])
     if renamed and not single:
         print(f"{renamed} input(s) share an output name with another; their names keep the "
@@ -300,8 +331,9 @@ def cmd_predict(args):
     return report_failures(failed, "input(s)")
 
 
-def _render(matter, args, background, image):
-    return matter.render(image, args.format, background, post_process=args.post_process)
+def _render(matter, args, background, image, trimap=None):
+    return matter.render(image, args.format, background, post_process=args.post_process,
+                         trimap=trimap, foreground=args.foreground)
 
 
 def _predict_files(matter, args, background, jobs, failed):
@@ -311,11 +343,27 @@ def _predict_files(matter, args, background, jobs, failed):
     written = 0
     for path, target in Progress.wrap(jobs, unit="image"):
         try:
-            write_image(target, _render(matter, args, background, read_image(path)))
+            trimap = _trimap_for(args, target)
+            write_image(target, _render(matter, args, background, read_image(path), trimap))
             written += 1
-        except (ImageError, FileNotFoundError, OSError) as err:
+        except (ImageError, FileNotFoundError, OSError, ValueError) as err:
             failed.append((path, str(err)))
     return written
+
+
+def _trimap_for(args, target):
+    """The trimap file for an output: --trimap FILE, or DIR/<the output's name inside the
+    output folder> (DIR/<input stem>.png for one input written to a file)."""
+    if not args.trimap:
+        return None
+    trimap, output = Path(args.trimap), Path(args.output)
+    if trimap.is_dir():
+        relative = (Path(target).relative_to(output) if Path(target) != output
+                    else Path(Path(args.inputs[0]).stem))
+        trimap = trimap / relative.with_suffix(".png")
+    if not trimap.is_file():
+        raise FileNotFoundError(f"{trimap}: no such trimap")
+    return str(trimap)
 
 
 def _watch(matter, args, background, output, failed):
@@ -358,7 +406,7 @@ def _watch(matter, args, background, output, failed):
         return written
 
 
-def _write_stream(matter, args, background, images):
+def _write_stream(matter, args, background, images, trimap=None):
     """Writes each image's result to stdout as a PNG, one after another; returns the exit
     code (a bad frame stops the stream: its frames are in order)."""
     from humanmatting.io import ImageError, encode_png, read_image
@@ -369,10 +417,10 @@ def _write_stream(matter, args, background, images):
         for image in images:
             if isinstance(image, (str, Path)):
                 image = read_image(image)
-            out.write(encode_png(_render(matter, args, background, image)))
+            out.write(encode_png(_render(matter, args, background, image, trimap)))
             out.flush()
             count += 1
-    except (ImageError, FileNotFoundError) as err:
+    except (ImageError, FileNotFoundError, ValueError) as err:
         return user_error(f"{err} (after {count} image(s))")
     print(f"wrote {count} PNG(s) to stdout", file=sys.stderr)
     return 0
@@ -586,6 +634,9 @@ def _add_eval(sub):
     p.add_argument("--peer-tflite", default=None,
                    help="also score a TFLite peer (e.g. MediaPipe Selfie) on the same images")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--baseline-matting", choices=REFINE_METHODS, default=None,
+                   help="on a dataset with trimaps/: also score classical matting (pymatting's "
+                        "cf, knn or lkm) on the same trimaps")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="with --data: a picture of the IoU per image (against the peer with "
                         "--peer-tflite) and the worst images with their mattes")
@@ -617,7 +668,8 @@ def cmd_eval(args):
     if not len(pairs):
         return user_error(f"{args.data}: no image/target pairs")
     import_tensorflow()
-    from humanmatting.evaluation import TFLitePeer, compare, describe_comparison, evaluate
+    from humanmatting.evaluation import (TFLitePeer, TrimapSolver, compare, describe_comparison,
+                                         evaluate)
     from humanmatting.inference import Matter
     from humanmatting.registry import DEFAULT_MODEL
 
@@ -626,6 +678,11 @@ def cmd_eval(args):
         predictors = {name: Matter(name, weights=args.weights, **_still_options(args))}
         if args.peer_tflite:
             predictors["peer"] = TFLitePeer(args.peer_tflite)
+        if args.baseline_matting:
+            if not pairs.trimaps:
+                return user_error(f"--baseline-matting: {args.data} has no trimaps/ folder")
+            solver = TrimapSolver(args.baseline_matting)
+            predictors[solver.name] = solver
     except (ValueError, FileNotFoundError) as err:
         return user_error(str(err))
     bar = Progress(len(pairs))
@@ -720,7 +777,7 @@ def _add_refine(sub):
                     "existing outputs are kept. Bad pairs are listed at the end (exit 1).")
     p.add_argument("--data", required=True, help="folder dataset with images/ and masks/")
     p.add_argument("--out", required=True, help="output folder dataset (images/ + alphas/)")
-    p.add_argument("--method", choices=("cf", "knn"), default="cf")
+    p.add_argument("--method", choices=REFINE_METHODS, default="cf")
     p.add_argument("--erode", type=int, default=8, help="trimap foreground erosion, pixels")
     p.add_argument("--dilate", type=int, default=8, help="trimap background dilation, pixels")
     p.add_argument("--max-side", type=int, default=480, help="matting resolution cap")

@@ -29,6 +29,8 @@ class PairList:
         alpha_channel: read the target's alpha channel (AISegment PNGs) instead of its gray.
         problems: (path, reason) for every pair that was left out.
         name: for reports.
+        trimaps: empty, or one trimap path per pair (a folder dataset with `trimaps/`: the
+            given trimaps of a trimap-matting benchmark, 0 / 128 / 255).
     """
 
     images: list
@@ -37,6 +39,7 @@ class PairList:
     alpha_channel: bool = False
     problems: list = dataclasses.field(default_factory=list)
     name: str = ""
+    trimaps: list = dataclasses.field(default_factory=list)
 
     def __len__(self):
         return len(self.images)
@@ -66,13 +69,15 @@ class PairList:
             return int.from_bytes(digest[:4], "big") / 2**32 < val_fraction
 
         parts, problems = ([], []), ([], [])
-        for image, target in zip(self.images, self.targets):
-            parts[is_val(image)].append((image, target))
+        trimaps = self.trimaps or [None] * len(self.images)
+        for image, target, trimap in zip(self.images, self.targets, trimaps):
+            parts[is_val(image)].append((image, target, trimap))
         for problem in self.problems:
             problems[is_val(problem[0])].append(problem)
         return tuple(dataclasses.replace(self, images=[p[0] for p in part],
                                          targets=[p[1] for p in part], problems=left_out,
-                                         name=f"{self.name}:{kind}")
+                                         name=f"{self.name}:{kind}",
+                                         trimaps=[p[2] for p in part] if self.trimaps else [])
                      for part, left_out, kind in zip(parts, problems, ("train", "val")))
 
 
@@ -92,7 +97,8 @@ def _usable(path, problems):
 
 
 def read_folder(root):
-    """Reads a folder dataset (`images/` + `masks/` or `alphas/`)."""
+    """Reads a folder dataset (`images/` + `masks/` or `alphas/`, and optionally `trimaps/`
+    with a trimap per image under the same name as its target)."""
     root = Path(root)
     if not (root / "images").is_dir():
         raise FileNotFoundError(f"{root}: no images/ folder (expected images/ with masks/ or "
@@ -106,6 +112,8 @@ def read_folder(root):
         rel = image.relative_to(root / "images").with_suffix(".png")
         by_target.setdefault(target_dir / rel, []).append(image)
     images, targets, problems = [], [], []
+    trimap_dir = root / "trimaps"
+    trimaps = [] if trimap_dir.is_dir() else None
     for target, sharing in by_target.items():
         if len(sharing) > 1:
             # images/x.jpg and images/x.png both name masks/x.png: which photo it belongs to
@@ -115,10 +123,15 @@ def read_folder(root):
                          for p in sharing]
             continue
         image = sharing[0]
-        if _usable(image, problems) and _usable(target, problems):
+        trimap = trimap_dir / target.relative_to(target_dir)
+        if _usable(image, problems) and _usable(target, problems) and (
+                trimaps is None or _usable(trimap, problems)):
             images.append(str(image))
             targets.append(str(target))
-    return PairList(images, targets, refined=refined, problems=problems, name=root.name)
+            if trimaps is not None:
+                trimaps.append(str(trimap))
+    return PairList(images, targets, refined=refined, problems=problems, name=root.name,
+                    trimaps=trimaps or [])
 
 
 def read_backgrounds(root):
@@ -214,7 +227,9 @@ def merge(pair_lists, name=""):
                     [t for p in pair_lists for t in p.targets],
                     refined=pair_lists[0].refined, alpha_channel=pair_lists[0].alpha_channel,
                     problems=[x for p in pair_lists for x in p.problems],
-                    name=name or "+".join(p.name for p in pair_lists))
+                    name=name or "+".join(p.name for p in pair_lists),
+                    trimaps=([t for p in pair_lists for t in p.trimaps]
+                             if all(p.trimaps for p in pair_lists) else []))
 
 
 def validation_by_kind(sources, val_fraction=0.1):

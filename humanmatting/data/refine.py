@@ -21,9 +21,9 @@ import numpy as np
 from humanmatting.data.readers import read_folder
 from humanmatting.evaluation import read_target
 from humanmatting.io import alpha_to_uint8, atomic_path, read_image, write_image
-from humanmatting.specs import make_trimap, unit_trimap
+from humanmatting.specs import REFINE_METHODS, make_trimap, unit_trimap
 
-METHODS = ("cf", "knn")
+METHODS = REFINE_METHODS
 
 
 def trimap_from_mask(mask, *, erode=8, dilate=8, thresholds=None):
@@ -107,7 +107,7 @@ def refine_alpha(image, mask, *, method="cf", erode=8, dilate=8, max_side=480,
     Args:
         image: (H, W, 3) uint8 RGB.
         mask: (H, W) float in [0, 1].
-        method: "cf" (closed form) or "knn".
+        method: "cf" (closed form), "knn" or "lkm" (pymatting's large-kernel matting).
         erode, dilate: trimap band half-widths in full-resolution pixels.
         cf_solver: for "cf": "pymatting" (`estimate_alpha_cf`, what `refine-masks` uses) or
             "scipy" (`closed_form_alpha`: the same matte within 1e-4, without pymatting's
@@ -122,8 +122,28 @@ def refine_alpha(image, mask, *, method="cf", erode=8, dilate=8, max_side=480,
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if cf_solver not in ("pymatting", "scipy"):
         raise ValueError(f"cf_solver must be 'pymatting' or 'scipy', got {cf_solver!r}")
-    height, width = mask.shape
     trimap = trimap_from_mask(mask, erode=erode, dilate=dilate, thresholds=thresholds)
+    method = "cf-scipy" if method == "cf" and cf_solver == "scipy" else method
+    return solve_trimap(image, trimap, method=method, max_side=max_side)
+
+
+def solve_trimap(image, trimap, *, method="cf", max_side=480):
+    """The alpha of an image inside a trimap, by classical matting.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        trimap: (H, W) float 0 / 0.5 / 1 (`humanmatting.specs.unit_trimap`).
+        method: pymatting's "cf" (closed form), "knn" or "lkm" (large kernel), or "cf-scipy"
+            (`closed_form_alpha`: the same matte as "cf" within 1e-4, without pymatting's
+            first-use compile).
+        max_side: the solve runs at most at this side (a sparse system over every unknown
+            pixel), resized back; the trimap's known regions are kept at full resolution.
+
+    Returns:
+        (H, W) float32 alpha in [0, 1].
+    """
+    trimap = np.asarray(trimap, np.float64)
+    height, width = trimap.shape
     if not (trimap == 0.5).any():
         return trimap.astype(np.float32)
     scale = min(1.0, max_side / max(height, width))
@@ -131,13 +151,14 @@ def refine_alpha(image, mask, *, method="cf", erode=8, dilate=8, max_side=480,
     img = cv2.resize(image, small, interpolation=cv2.INTER_AREA).astype(np.float64) / 255.0
     tri = cv2.resize(trimap, small, interpolation=cv2.INTER_NEAREST)
     if (tri == 1).sum() == 0 or (tri == 0).sum() == 0:
-        return trimap.astype(np.float32)  # nothing to anchor the solve: keep the mask's trimap
-    if method == "cf" and cf_solver == "scipy":
+        return trimap.astype(np.float32)  # nothing to anchor the solve: keep the trimap
+    if method == "cf-scipy":
         alpha = closed_form_alpha(img, tri)
     else:
         import pymatting
 
-        solve = pymatting.estimate_alpha_cf if method == "cf" else pymatting.estimate_alpha_knn
+        solve = {"cf": pymatting.estimate_alpha_cf, "knn": pymatting.estimate_alpha_knn,
+                 "lkm": pymatting.estimate_alpha_lkm}[method]
         alpha = solve(img, tri)
     alpha = cv2.resize(alpha, (width, height), interpolation=cv2.INTER_LINEAR)
     alpha = np.where(trimap == 0.5, alpha, trimap)
