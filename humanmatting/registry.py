@@ -239,7 +239,7 @@ def released_tflite(name, quantize):
 
 
 #: checkpoint files of a family's original code, read by its preset's `foreign_loader`
-FOREIGN_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
+FOREIGN_SUFFIXES = (".pth", ".pt", ".tar", ".safetensors", ".npz")   # .tar: IndexNet's .pth.tar
 
 
 def create_model(name, *, weights="default", deploy=True, **overrides):

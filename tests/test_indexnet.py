@@ -122,3 +122,147 @@ def test_composition_loss_hand_computed():
         make_loss(get_preset("indexnet_mobilenetv2"), {"kind": "bce"})
     with pytest.raises(ValueError, match="does not fit task"):
         make_loss(get_preset("likeunet_night"), {"kind": "composition"})
+
+
+# ---- the original layout: an independent NumPy forward, NCHW / OIHW ----------------------
+
+EPS = 1e-5
+
+
+def conv_nchw(x, weight, stride=1, padding=0, groups=1):
+    """PyTorch's conv2d without bias: x (C, H, W), weight (O, C / groups, kH, kW)."""
+    c, h, w = x.shape
+    out_c, per_group, kh, kw = weight.shape
+    padded = np.zeros((c, h + 2 * padding, w + 2 * padding))
+    padded[:, padding:padding + h, padding:padding + w] = x
+    oh = (h + 2 * padding - kh) // stride + 1
+    ow = (w + 2 * padding - kw) // stride + 1
+    out = np.zeros((out_c, oh, ow))
+    outs_per_group = out_c // groups
+    for o in range(out_c):
+        g = o // outs_per_group
+        for i in range(kh):
+            for j in range(kw):
+                patch = padded[g * per_group:(g + 1) * per_group,
+                               i:i + stride * oh:stride, j:j + stride * ow:stride]
+                out[o] += np.einsum("c,chw->hw", weight[o, :, i, j], patch)
+    return out
+
+
+def bn(x, state, key):
+    g, b = state[f"{key}.weight"], state[f"{key}.bias"]
+    m, v = state[f"{key}.running_mean"], state[f"{key}.running_var"]
+    return (x - m[:, None, None]) / np.sqrt(v[:, None, None] + EPS) * g[:, None, None] + \
+        b[:, None, None]
+
+
+def relu6(x):
+    return np.clip(x, 0, 6)
+
+
+def pixel_shuffle(x):
+    """PyTorch's pixel_shuffle by 2: (4C, h, w) -> (C, 2h, 2w), channel 4c + 2a + b."""
+    c4, h, w = x.shape
+    return x.reshape(c4 // 4, 2, 2, h, w).transpose(0, 3, 1, 4, 2).reshape(c4 // 4, 2 * h, 2 * w)
+
+
+def index_block_reference(state, key, x):
+    """The depthwise many-to-one, nonlinear, context index block of the original code."""
+    branches = []
+    for k in range(1, 5):
+        p = f"{key}.indexnet{k}"
+        y = relu6(bn(conv_nchw(x, state[f"{p}.0.weight"], stride=2, padding=1), state,
+                     f"{p}.1"))
+        branches.append(conv_nchw(y, state[f"{p}.3.weight"]))
+    logits = np.stack(branches, axis=1)                     # (C, 4, h, w)
+    dec = 1 / (1 + np.exp(-logits))
+    enc = np.exp(dec) / np.exp(dec).sum(axis=1, keepdims=True)
+    c, _, h, w = dec.shape
+    return pixel_shuffle(enc.reshape(c * 4, h, w)), pixel_shuffle(dec.reshape(c * 4, h, w))
+
+
+def inverted_residual_reference(state, key, x):
+    """MobileNetV2's expand-6 block of the original code (stride 1, padding 1)."""
+    hidden = relu6(bn(conv_nchw(x, state[f"{key}.0.weight"]), state, f"{key}.1"))
+    groups = hidden.shape[0]
+    hidden = relu6(bn(conv_nchw(hidden, state[f"{key}.3.weight"], padding=1, groups=groups),
+                      state, f"{key}.4"))
+    out = bn(conv_nchw(hidden, state[f"{key}.6.weight"]), state, f"{key}.7")
+    return x + out if out.shape == x.shape else out
+
+
+def random_original_state(seed=0):
+    import humanmatting
+    from humanmatting.models.indexnet import torch_state
+
+    model = humanmatting.create_model("indexnet_mobilenetv2", weights=None, deploy=False)
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, value in torch_state(model).items():
+        if key.endswith("running_var") or (key.endswith(".weight") and value.ndim == 1):
+            state[key] = rng.uniform(0.5, 1.5, value.shape)
+        elif value.ndim == 4:
+            state[key] = rng.normal(0, np.sqrt(2 / np.prod(value.shape[1:])), value.shape)
+        else:
+            state[key] = rng.normal(0, 0.1, value.shape)
+    return model, {k: v.astype(np.float32) for k, v in state.items()}
+
+
+@pytest.mark.slow
+def test_original_layout_equals_a_numpy_forward_of_one_index_and_one_residual_block(tmp_path):
+    import humanmatting
+
+    model, state = random_original_state(seed=5)
+    state["layer0.1.num_batches_tracked"] = np.array(11)
+    np.savez(tmp_path / "indexnet.npz", **{f"module.{k}": v for k, v in state.items()})
+    loaded = humanmatting.create_model("indexnet_mobilenetv2", weights=tmp_path / "indexnet.npz",
+                                       deploy=False)
+    ref = {k: v.astype(np.float64) for k, v in state.items()}
+    x = np.random.default_rng(2).normal(size=(24, 8, 12))          # (C, H, W)
+    nhwc = np.transpose(x, (1, 2, 0))[None].astype(np.float32)
+    encoder, decoder = loaded.get_layer("index2")(nhwc, training=False)
+    enc_ref, dec_ref = index_block_reference(ref, "index2", x)
+    np.testing.assert_allclose(np.transpose(np.asarray(encoder)[0], (2, 0, 1)), enc_ref,
+                               atol=1e-5)
+    np.testing.assert_allclose(np.transpose(np.asarray(decoder)[0], (2, 0, 1)), dec_ref,
+                               atol=1e-5)
+    residual = loaded.get_layer("layer2_1")(nhwc, training=False)
+    np.testing.assert_allclose(np.transpose(np.asarray(residual)[0], (2, 0, 1)),
+                               inverted_residual_reference(ref, "layer2.1.conv", x),
+                               atol=1e-4, rtol=1e-4)
+    # our weights written under the original names load back to the same function
+    from humanmatting.models.indexnet import load_original, torch_state
+
+    again = load_original(humanmatting.create_model("indexnet_mobilenetv2", weights=None,
+                                                    deploy=False), torch_state(loaded))
+    batch = np.random.default_rng(3).normal(size=(1, 64, 64, 4)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(again(batch)), np.asarray(loaded(batch)))
+    deployed = humanmatting.create_model("indexnet_mobilenetv2",
+                                         weights=tmp_path / "indexnet.npz")
+    np.testing.assert_allclose(np.asarray(deployed(batch)), np.asarray(loaded(batch)),
+                               atol=1e-3, rtol=1e-3)
+    # a wrong checkpoint is refused with the key named
+    del state["index6.indexnet2.3.weight"]
+    with pytest.raises(ValueError, match="no 'index6.indexnet2.3.weight'"):
+        load_original(model, state)
+    with pytest.raises(ValueError, match="has no place for, e.g. 'extra'"):
+        load_original(model, dict(torch_state(model), extra=np.zeros(1)))
+
+
+def test_original_keys_of_the_default_variant():
+    import humanmatting
+    from humanmatting.models.indexnet import torch_state
+
+    state = torch_state(humanmatting.create_model("indexnet_mobilenetv2", weights=None,
+                                                  deploy=False))
+    assert state["layer0.0.weight"].shape == (32, 4, 3, 3)
+    assert state["layer1.0.conv.0.weight"].shape == (32, 1, 3, 3)       # expand 1: dw first
+    assert state["layer2.0.conv.3.weight"].shape == (96, 1, 3, 3)       # 16 x 6, depthwise
+    assert state["index0.indexnet1.0.weight"].shape == (32, 32, 4, 4)   # m2o, context
+    assert state["index6.indexnet4.3.weight"].shape == (160, 160, 1, 1)
+    assert state["dconv_pp.aspp2.atrous_conv.0.weight"].shape == (320, 1, 3, 3)
+    assert state["dconv_pp.bottleneck_conv.0.weight"].shape == (160, 1280, 1, 1)
+    assert state["decoder_layer6.dconv.0.weight"].shape == (96, 320, 5, 5)
+    assert state["pred.0.0.weight"].shape == (1, 32, 5, 5)
+    assert state["pred.1.weight"].shape == (1, 1, 5, 5)
+    assert sum(v.size for k, v in state.items() if "running" not in k) == 5953515

@@ -13,7 +13,10 @@ nonlinear, with context, ASPP; every variant is an override.
 Keras's layout is channels_last (B, H, W, C); H and W must be multiples of 32.
 """
 
+from pathlib import Path
+
 import keras
+import numpy as np
 
 from humanmatting.layers import ConvBN
 from humanmatting.layers.index import (ASPP, TORCH_BN, IndexBlock, IndexPool, IndexUnpool,
@@ -83,11 +86,139 @@ def indexnet_model(*, index="depthwise", mode="m2o", nonlinear=True, context=Tru
 IMAGE_TRIMAP = InputSpec(channels=3, normalisation="imagenet", trimap=True, sizes=SIZES_320)
 
 
+def _load_original(model, path):
+    return load_original(model, path)
+
+
 @register_model(input=IMAGE_TRIMAP, output=OutputSpec(kind="alpha"), task="trimap_matting",
-                description="IndexNet (Lu et al. 2019): image + trimap -> alpha, MobileNetV2 "
+                foreign_loader=_load_original, description="IndexNet (Lu et al. 2019): image + trimap -> alpha, MobileNetV2 "
                             "with learned index pooling; no weights yet")
 def indexnet_mobilenetv2(**kwargs):
     return indexnet_model(**kwargs)
 
 
-__all__ = ["indexnet_model", "indexnet_mobilenetv2"]
+
+# ---- checkpoints of the original code (PyTorch layout) --------------------------------------
+
+def _conv_entries(key, conv, depthwise=False):
+    """(torch key, variable, layout) of a Keras conv's kernel (and bias)."""
+    out = [(f"{key}.weight", conv.kernel, "dw" if depthwise else "conv")]
+    if getattr(conv, "use_bias", False):
+        out.append((f"{key}.bias", conv.bias, "plain"))
+    return out
+
+
+def _convbn_entries(key, conv_index, bn_index, block):
+    """A ConvBN as the original's Sequential: conv at `conv_index`, BatchNorm at `bn_index`."""
+    out = _conv_entries(f"{key}.{conv_index}", block.conv, block.depthwise)
+    out += [(f"{key}.{bn_index}.{name}", weight, "plain")
+            for name, weight in zip(("weight", "bias", "running_mean", "running_var"),
+                                    block.bn.weights)]
+    return out
+
+
+def _index_entries(key, block):
+    out = []
+    for k, conv in enumerate(block.convs):
+        depthwise = block.kind == "depthwise" and block.mode == "o2o"
+        prefix = f"{key}.indexnet" if block.kind == "holistic" else f"{key}.indexnet{k + 1}"
+        if block.nonlinear:
+            out += _convbn_entries(prefix, 0, 1, conv)
+            out += _conv_entries(f"{prefix}.3", block.pointwise[k], depthwise)
+        elif block.kind == "holistic":   # a bare Conv2d
+            out += _conv_entries(prefix, conv)
+        else:
+            out += _conv_entries(f"{prefix}.0", conv, depthwise)
+    return out
+
+
+def state_entries(model):
+    """Every weight of a training-form IndexNet with its key in the original code's state dict
+    (`layer0.0.weight`, `layer2.1.conv.3.weight`, `index6.indexnet3.1.running_var`,
+    `dconv_pp.aspp2.atrous_conv.3.weight`, `decoder_layer4.dconv.0.weight`,
+    `pred.1.weight`, ...) and its layout ("conv": OIHW, "dw": (C, 1, kH, kW), "plain")."""
+    out = []
+    for layer in model.layers:
+        name = layer.name
+        if isinstance(layer, ConvBN):
+            if getattr(layer, "deploy", False):
+                raise ValueError("the original layout needs the training form (deploy=False)")
+            key = {"layer0": "layer0", "aspp": "dconv_pp", "pred": "pred.0"}.get(
+                name, f"decoder_layer{name[len('decoder'):]}.dconv")
+            out += _convbn_entries(key, 0, 1, layer)
+        elif isinstance(layer, InvertedResidual):
+            stage, block = name[len("layer"):].split("_")
+            key = f"layer{stage}.{block}.conv"
+            parts = ([layer.expansion] if layer.expansion is not None else []) + [
+                layer.depthwise, layer.project]
+            for i, part in enumerate(parts):
+                out += _convbn_entries(key, 3 * i, 3 * i + 1, part)
+        elif isinstance(layer, IndexBlock):
+            out += _index_entries(name, layer)
+        elif isinstance(layer, ASPP):
+            out += _convbn_entries("dconv_pp.aspp1.atrous_conv", 0, 1, layer.branch1)
+            for i, (dw, pw) in enumerate(zip(layer.atrous, layer.atrous_pw), start=2):
+                out += _convbn_entries(f"dconv_pp.aspp{i}.atrous_conv", 0, 1, dw)
+                out += _convbn_entries(f"dconv_pp.aspp{i}.atrous_conv", 3, 4, pw)
+            out += _convbn_entries("dconv_pp.global_avg_pool", 1, 2, layer.pooled)
+            out += _convbn_entries("dconv_pp.bottleneck_conv", 0, 1, layer.project)
+        elif name == "pred_last":
+            out += _conv_entries("pred.1", layer)
+    return out
+
+
+def _to_torch(value, layout):
+    if layout == "conv":
+        return np.transpose(value, (3, 2, 0, 1))
+    if layout == "dw":
+        return np.transpose(value, (2, 3, 0, 1))
+    return value
+
+
+def _from_torch(value, layout):
+    if layout == "conv":
+        return np.transpose(value, (2, 3, 1, 0))
+    if layout == "dw":
+        return np.transpose(value, (2, 3, 0, 1))
+    return value
+
+
+def torch_state(model):
+    """A training-form IndexNet's weights as a state dict of the original code's layout."""
+    return {key: _to_torch(var.numpy(), layout) for key, var, layout in state_entries(model)}
+
+
+def load_original(model, path_or_state):
+    """Loads a checkpoint of the original IndexNet code (`.pth` / `.pth.tar` with a
+    `state_dict`, `.safetensors`, `.npz`; a `module.` prefix is removed) into a training-form
+    model; every key must be used and every tensor must fit.
+
+    Raises:
+        ValueError: a missing or unused key, or a tensor of the wrong shape (named).
+    """
+    from humanmatting.models.u2net import read_state_dict
+
+    where = path_or_state if isinstance(path_or_state, (str, Path)) else "state dict"
+    state = (read_state_dict(path_or_state) if isinstance(path_or_state, (str, Path))
+             else dict(path_or_state))
+    used = set()
+    for key, var, layout in state_entries(model):
+        if key not in state:
+            raise ValueError(f"{where}: no {key!r}; is it an IndexNet checkpoint of this "
+                             f"variant?")
+        value = _from_torch(np.asarray(state[key]), layout)
+        if tuple(var.shape) != value.shape:
+            expected = _to_torch(np.zeros(var.shape), layout).shape
+            raise ValueError(f"{where}: {key}: expected {expected}, got "
+                             f"{np.asarray(state[key]).shape}")
+        var.assign(value.astype(np.float32))
+        used.add(key)
+    unused = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked"))
+    if unused:
+        raise ValueError(f"{where}: {len(unused)} key(s) this IndexNet has no place for, e.g. "
+                         f"{unused[0]!r}")
+    return model
+
+
+__all__ = ["indexnet_model", "indexnet_mobilenetv2", "load_original", "state_entries",
+           "torch_state"]
