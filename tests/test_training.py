@@ -403,6 +403,28 @@ def test_u2netp_trains_with_deep_supervision_and_logs_every_term(tmp_path):
         for term in ("l1", "details", "blur_mse"):
             assert np.isfinite(float(row[f"fused_loss_{term}"]))
         assert 0 <= float(row["val_iou_mix"]) <= 1
-    model = humanmatting.create_model("u2netp", weights=tmp_path / "run" / "best.weights.h5")
+    model = humanmatting.create_model("u2netp", weights=tmp_path / "run" / "best.weights.h5",
+                                      deploy=False)   # the run's weights are training form
     out = model.predict(np.zeros((1, 64, 64, 3), np.float32), verbose=0)
     assert sorted(out) == sorted(names) and out["fused"].shape == (1, 64, 64, 1)
+
+
+@pytest.mark.slow
+def test_indexnet_fits_two_epochs_with_the_composition_loss_on_random_trimaps(tmp_path):
+    import csv
+
+    soft = make_folder_dataset(tmp_path / "soft", count=10, shape=(80, 64), soft=True, seed=60)
+    config = tiny_config(tmp_path, model="indexnet_mobilenetv2", epochs=2, sizes="[[64, 64]]",
+                         learning_rate=0.001)
+    config.overrides = {}
+    config.data = type(config)(data=[{"path": str(soft), "weight": 1}]).data
+    summary = fit(config, log=lambda *a: None)
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert len(rows) == 2 and summary["epochs_done"] == 2
+    for row in rows:
+        for term in ("loss", "loss_alpha", "loss_composition", "val_loss"):
+            assert np.isfinite(float(row[term])), term
+        assert float(row["loss_alpha"]) > 0     # the random trimaps have unknown pixels
+    model = humanmatting.create_model("indexnet_mobilenetv2",
+                                      weights=tmp_path / "run" / "best.weights.h5", deploy=False)
+    assert model(np.zeros((1, 64, 64, 4), np.float32)).shape == (1, 64, 64, 1)

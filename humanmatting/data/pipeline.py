@@ -19,7 +19,8 @@ batch, uniformly over the size table, so over an epoch the network sees every sh
 Batches are `(x, y)`: x (B, H, W, C) float32 in the model's input convention (with the
 trimap as the last channel for a trimap model), y (B, H, W, 2) float32 = [alpha in [0, 1],
 refined flag (1 = soft alpha, 0 = rough binary mask)] (`humanmatting.specs.make_target`), a
-dict of it, one per output name, for a dict-output model.
+dict of it, one per output name, for a dict-output model; for a trimap model (B, H, W, 9) with
+the unknown region, foreground and background too (`humanmatting.specs.make_matting_target`).
 """
 
 import math
@@ -172,6 +173,13 @@ def epoch_plan(store, weights, *, epoch, seed, steps, batch_size, n_sizes):
             "source": source}
 
 
+def _layer(sample, key):
+    """A sample's foreground or background at its image's size; the image itself where the
+    sample has none of that size (an unaugmented photo: fg = bg = image)."""
+    layer = sample.get(key)
+    return sample["image"] if layer is None or layer.shape != sample["image"].shape else layer
+
+
 def model_batch(samples, input_spec, output_spec=None):
     """Samples at one size -> (x, y): the model's input and target (see the module
     docstring)."""
@@ -182,9 +190,8 @@ def model_batch(samples, input_spec, output_spec=None):
                             else make_trimap(s["alpha"], erode=8, dilate=8) for s in samples])
     x = to_model_input(images, input_spec, trimaps)
     if input_spec.trimap:
-        y = np.stack([make_matting_target(s["alpha"], s["refined"], t, s.get("fg", s["image"]),
-                                          s.get("bg", s["image"]))
-                      for s, t in zip(samples, trimaps)])
+        y = np.stack([make_matting_target(s["alpha"], s["refined"], t, _layer(s, "fg"),
+                                          _layer(s, "bg")) for s, t in zip(samples, trimaps)])
     else:
         y = np.stack([make_target(s["alpha"], s["refined"]) for s in samples])
     names = OutputSpec.of(output_spec or "softmax2").names

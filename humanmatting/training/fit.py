@@ -358,7 +358,7 @@ class ImageGrid(keras.callbacks.Callback):
 
         pred = self.model(self.images, training=False)
         prob = person_probability(pred)[..., None]
-        image = self.images
+        image = self.images[..., :3]   # without a trimap channel
         image = image / tf.reduce_max([tf.reduce_max(image), 1.0])
         if image.shape[-1] == 1:
             image = tf.image.grayscale_to_rgb(image)
@@ -548,6 +548,10 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
             log(f"{run_dir}: already trained for {initial_epoch} epochs")
             return _summary(run_dir, state)
         augment = pipeline.AugmentConfig(**config.augment)
+        if input_spec.trimap and not augment.trimap:   # a trimap model trains on random ones
+            import dataclasses
+
+            augment = dataclasses.replace(augment, trimap=True)
         train_ds = pipeline.train_dataset(
             train_store, weights, input_spec=input_spec, batch_size=config.batch_size,
             steps_per_epoch=steps, epochs=config.epochs, seed=config.seed, sizes=sizes,
