@@ -526,12 +526,14 @@ def test_predict_watch_mattes_new_images_until_interrupted(tmp_path):
         while not (out / "first.png").exists():
             assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
             time.sleep(0.2)
-        cv2.imwrite(str(inbox / "sub.png"), make_person_image(40, 30, seed=2))
+        # the broken file first: by the time sub.png is written, it has been tried (files
+        # of one look go in name order, and a later file in a later look)
         (inbox / "broken.jpg").write_bytes(b"\xff\xd8 nope")
+        time.sleep(0.5)
+        cv2.imwrite(str(inbox / "sub.png"), make_person_image(40, 30, seed=2))
         while not (out / "sub.png").exists():
             assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
             time.sleep(0.2)
-        time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
