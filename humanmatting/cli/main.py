@@ -1,6 +1,7 @@
 """`humanmatting` command line: thin argparse wrappers over the library."""
 
 import argparse
+import functools
 import os
 import shlex
 import sys
@@ -322,11 +323,12 @@ def cmd_predict(args):
         print(f"{renamed} input(s) share an output name with another; their names keep the "
               "input's extension (x.jpg -> x.jpg.png)", file=sys.stderr)
     targets = [output if single else output / name for name in names]
+    before = _watch_snapshot(args, output) if args.watch else None
     written = _predict_files(matter, args, background, list(zip([p for p, _ in found],
                                                                  targets)), failed)
     print(f"wrote {written} file(s) to {output}", file=sys.stderr if args.watch else sys.stdout)
     if args.watch:
-        written += _watch(matter, args, background, output, failed)
+        written += _watch(matter, args, background, output, failed, before)
         print(f"stopped watching; wrote {written} file(s) to {output}")
     return report_failures(failed, "input(s)")
 
@@ -366,23 +368,33 @@ def _trimap_for(args, target):
     return str(trimap)
 
 
-def _watch(matter, args, background, output, failed):
-    """Mattes images that appear or change in the input folders until interrupted."""
+def _watch_snapshot(args, output):
+    """{input path: ((mtime, size), output path)} of the images the input folders hold now."""
+    found, _ = collect_inputs(args.inputs, exclude=output)
+    names, _ = output_names([rel for _, rel in found])
+    out = {}
+    for (path, _), name in zip(found, names):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        out[path] = ((stat.st_mtime_ns, stat.st_size), output / name)
+    return out
+
+
+def _watch(matter, args, background, output, failed, before):
+    """Mattes images that appear or change in the input folders until interrupted (Ctrl-C,
+    SIGINT or SIGTERM, even where the shell started it with SIGINT ignored); `before` is the
+    snapshot taken before the first pass (so a file added during it is not missed)."""
+    import signal
     import time
 
-    def snapshot():
-        found, _ = collect_inputs(args.inputs, exclude=output)
-        names, _ = output_names([rel for _, rel in found])
-        out = {}
-        for (path, _), name in zip(found, names):
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            out[path] = ((stat.st_mtime_ns, stat.st_size), output / name)
-        return out
+    def stop(signum, frame):
+        raise KeyboardInterrupt
 
-    done = {path: key for path, (key, _) in snapshot().items()}
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    snapshot = functools.partial(_watch_snapshot, args, output)
+    done = {path: key for path, (key, _) in before.items()}
     pending, written = {}, 0
     print(f"watching {', '.join(args.inputs)} (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
@@ -404,6 +416,9 @@ def _watch(matter, args, background, output, failed):
                 print(f"wrote {count} new file(s) to {output}", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         return written
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _write_stream(matter, args, background, images, trimap=None):
