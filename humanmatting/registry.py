@@ -280,12 +280,33 @@ def create_model(name, *, weights="default", deploy=True, **overrides):
                          "or weights=None to train from scratch")
     model = preset.builder(deploy=deploy, **overrides)
     if path is not None:
+        _check_weight_count(path, model, name, deploy)
         try:
             model.load_weights(path)
         except (ValueError, KeyError, OSError) as err:
             raise ValueError(f"weights file {path} does not fit model {name!r} "
                              f"(deploy={deploy}): {_load_error_summary(err)}") from err
     return model
+
+
+def _check_weight_count(path, model, name, deploy):
+    """Keras loads a file that holds more weights than the model without a word (a training-
+    form U^2-Net's BatchNorms are simply skipped by its deploy form): refuse it by count."""
+    import h5py
+
+    found = []
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda _, item: found.append(1) if isinstance(item, h5py.Dataset)
+                         else None)
+    except OSError as err:
+        raise ValueError(f"weights file {path}: not a readable .weights.h5 file ({err})") \
+            from None
+    if len(found) != len(model.weights):
+        other = "training" if deploy else "deploy"
+        raise ValueError(f"weights file {path} does not fit model {name!r} (deploy={deploy}): "
+                         f"it holds {len(found)} weights, the model has {len(model.weights)}; "
+                         f"is it the {other} form (deploy={not deploy}) or another variant?")
 
 
 def _load_error_summary(err):

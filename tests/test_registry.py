@@ -76,6 +76,22 @@ def test_weights_path_round_trip_and_errors(tmp_path):
     assert len(str(info.value)) < 600 and "\n" not in str(info.value)
 
 
+def test_weights_of_the_other_form_are_refused(tmp_path):
+    # Keras alone loads a training-form U^2-Net-P file into the deploy form without a word
+    # (the extra BatchNorm weights are skipped), leaving the convolutions unfolded
+    training = humanmatting.create_model("u2netp", weights=None, deploy=False)
+    path = tmp_path / "u2netp_training.weights.h5"
+    training.save_weights(path)
+    with pytest.raises(ValueError, match=r"holds 686 weights, the model has 238; is it the "
+                                         r"training form \(deploy=False\)"):
+        humanmatting.create_model("u2netp", weights=path)
+    again = humanmatting.create_model("u2netp", weights=path, deploy=False)
+    assert len(again.weights) == len(training.weights)
+    (tmp_path / "junk.weights.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="junk.weights.h5: not a readable"):
+        humanmatting.create_model("u2netp", weights=tmp_path / "junk.weights.h5")
+
+
 def test_corrupt_default_weights_are_detected(tmp_path, monkeypatch):
     preset = registry.get_preset("likeunet_dark_light_original")
     (tmp_path / preset.weights).write_bytes(b"not the release")

@@ -21,6 +21,7 @@ import numpy as np
 from humanmatting.layers import ConvBN
 from humanmatting.layers.index import (ASPP, TORCH_BN, IndexBlock, IndexPool, IndexUnpool,
                                        InvertedResidual)
+from humanmatting.models.torch_layout import from_torch, read_state_dict, to_torch
 from humanmatting.registry import InputSpec, OutputSpec, register_model
 from humanmatting.specs import SIZES_320
 
@@ -167,25 +168,9 @@ def state_entries(model):
     return out
 
 
-def _to_torch(value, layout):
-    if layout == "conv":
-        return np.transpose(value, (3, 2, 0, 1))
-    if layout == "dw":
-        return np.transpose(value, (2, 3, 0, 1))
-    return value
-
-
-def _from_torch(value, layout):
-    if layout == "conv":
-        return np.transpose(value, (2, 3, 1, 0))
-    if layout == "dw":
-        return np.transpose(value, (2, 3, 0, 1))
-    return value
-
-
 def torch_state(model):
     """A training-form IndexNet's weights as a state dict of the original code's layout."""
-    return {key: _to_torch(var.numpy(), layout) for key, var, layout in state_entries(model)}
+    return {key: to_torch(var.numpy(), layout) for key, var, layout in state_entries(model)}
 
 
 def load_original(model, path_or_state):
@@ -196,8 +181,6 @@ def load_original(model, path_or_state):
     Raises:
         ValueError: a missing or unused key, or a tensor of the wrong shape (named).
     """
-    from humanmatting.models.u2net import read_state_dict
-
     where = path_or_state if isinstance(path_or_state, (str, Path)) else "state dict"
     state = (read_state_dict(path_or_state) if isinstance(path_or_state, (str, Path))
              else dict(path_or_state))
@@ -206,9 +189,9 @@ def load_original(model, path_or_state):
         if key not in state:
             raise ValueError(f"{where}: no {key!r}; is it an IndexNet checkpoint of this "
                              f"variant?")
-        value = _from_torch(np.asarray(state[key]), layout)
+        value = from_torch(np.asarray(state[key]), layout)
         if tuple(var.shape) != value.shape:
-            expected = _to_torch(np.zeros(var.shape), layout).shape
+            expected = to_torch(np.zeros(var.shape), layout).shape
             raise ValueError(f"{where}: {key}: expected {expected}, got "
                              f"{np.asarray(state[key]).shape}")
         var.assign(value.astype(np.float32))

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from humanmatting.layers import RSU, BilinearUpsample, BilinearUpsample2x
+from humanmatting.models.torch_layout import from_torch, read_state_dict, to_torch
 from humanmatting.registry import InputSpec, OutputSpec, register_model
 from humanmatting.specs import SIZES_320
 
@@ -72,35 +73,6 @@ def u2net_model(stages, *, input_channels=3, deploy=False, name="u2net"):
     return keras.Model(inputs, outputs, name=name)
 
 
-def read_state_dict(path):
-    """{key: NumPy array} from a `.npz`, `.safetensors` (the `safetensors` package) or
-    `.pth` / `.pt` file (PyTorch, `pip install torch`; loaded with weights_only=True). A
-    DataParallel `module.` prefix is removed."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                state = {k: data[k] for k in data.files}
-        elif suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            state = load_file(str(path))
-        else:
-            import torch
-
-            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-            loaded = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
-            state = {k: v.detach().cpu().numpy() for k, v in loaded.items()}
-    except ImportError as err:
-        raise ValueError(f"{path}: reading {suffix} files needs the {err.name!r} package "
-                         f"(pip install {err.name})") from None
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise ValueError(f"{path}: not a readable state dict ({err})") from None
-    return {k[len("module."):] if k.startswith("module.") else k: np.asarray(v)
-            for k, v in state.items()}
-
-
 def torch_state(model):
     """A training-form U^2-Net's weights as a state dict of the original code's layout."""
     state = {}
@@ -109,7 +81,7 @@ def torch_state(model):
             state.update(layer.torch_state(layer.name))
         elif layer.name in SIDES or layer.name == "outconv":
             kernel, bias = (w.numpy() for w in layer.weights)
-            state[f"{layer.name}.weight"] = np.transpose(kernel, (3, 2, 0, 1))
+            state[f"{layer.name}.weight"] = to_torch(kernel)
             state[f"{layer.name}.bias"] = bias
     return state
 
@@ -131,7 +103,7 @@ def load_original(model, path_or_state):
             if isinstance(layer, RSU):
                 used.update(layer.load_torch_state(state, layer.name))
             elif layer.name in SIDES or layer.name == "outconv":
-                weight = np.transpose(state[f"{layer.name}.weight"], (2, 3, 1, 0))
+                weight = from_torch(state[f"{layer.name}.weight"])
                 bias = state[f"{layer.name}.bias"]
                 kernel_var, bias_var = layer.weights
                 if tuple(kernel_var.shape) != weight.shape:
