@@ -296,9 +296,11 @@ def _check_weight_count(path, model, name, deploy):
 
     found = []
     try:
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda _, item: found.append(1) if isinstance(item, h5py.Dataset)
-                         else None)
+        with h5py.File(path, "r") as f:   # the model's weights; a compiled model's file also
+            for key in ("layers", "vars"):   # holds its optimizer's, which do not count
+                if key in f:
+                    f[key].visititems(lambda _, item: found.append(1)
+                                      if isinstance(item, h5py.Dataset) else None)
     except OSError as err:
         raise ValueError(f"weights file {path}: not a readable .weights.h5 file ({err})") \
             from None

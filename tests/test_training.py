@@ -415,9 +415,9 @@ def test_indexnet_fits_two_epochs_with_the_composition_loss_on_random_trimaps(tm
 
     soft = make_folder_dataset(tmp_path / "soft", count=10, shape=(80, 64), soft=True, seed=60)
     config = tiny_config(tmp_path, model="indexnet_mobilenetv2", epochs=2, sizes="[[64, 64]]",
-                         learning_rate=0.001)
+                         learning_rate=0.001, monitor="val_mse_mix", val_fraction=0.3)
     config.overrides = {}
-    config.data = type(config)(data=[{"path": str(soft), "weight": 1}]).data
+    config.data = type(config)(data=[{"path": str(soft), "weight": 1, "photos": "soft"}]).data
     summary = fit(config, log=lambda *a: None)
     rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
     assert len(rows) == 2 and summary["epochs_done"] == 2
@@ -425,6 +425,11 @@ def test_indexnet_fits_two_epochs_with_the_composition_loss_on_random_trimaps(tm
         for term in ("loss", "loss_alpha", "loss_composition", "val_loss"):
             assert np.isfinite(float(row[term])), term
         assert float(row["loss_alpha"]) > 0     # the random trimaps have unknown pixels
+        # the unknown region's errors (MSE x 1e3, SAD / 1e3), per kind and their mean
+        assert 0 <= float(row["val_mse_soft"]) <= 1000 and float(row["val_sad_soft"]) >= 0
+        assert float(row["val_mse_mix"]) == pytest.approx(float(row["val_mse_soft"]))
+    best = min(range(2), key=lambda i: float(rows[i]["val_mse_mix"]))   # lower is better
+    assert summary["best_epoch"] == best
     model = humanmatting.create_model("indexnet_mobilenetv2",
                                       weights=tmp_path / "run" / "best.weights.h5", deploy=False)
     assert model(np.zeros((1, 64, 64, 4), np.float32)).shape == (1, 64, 64, 1)

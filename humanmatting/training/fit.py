@@ -33,7 +33,7 @@ from humanmatting.data.readers import merge, read_dataset, read_split
 from humanmatting.fusion import fuse
 from humanmatting.io import atomic_path
 from humanmatting.losses import make_loss, primary_loss
-from humanmatting.metrics import AlphaMAE, PersonIoU, iou, loss_term_metrics
+from humanmatting.metrics import AlphaMAE, PersonIoU, iou, loss_term_metrics, mse, sad
 from humanmatting.registry import create_model, get_preset
 from humanmatting.specs import person_probability
 from humanmatting.training.config import TrainConfig
@@ -162,7 +162,8 @@ class RunState(keras.callbacks.Callback):
         self.monitor = monitor
         self.patience = patience
         state = state or {}
-        self.best = state.get("best", -np.inf)
+        self.sign = -1.0 if lower_is_better(monitor) else 1.0   # compare sign * value
+        self.best = state.get("best", -self.sign * np.inf)
         self.best_epoch = state.get("best_epoch", -1)
         self.wait = state.get("wait", 0)
         self.train_seconds = state.get("train_seconds", 0.0)
@@ -175,7 +176,7 @@ class RunState(keras.callbacks.Callback):
         logs = dict(logs or {})
         self.train_seconds += time.time() - (self._epoch_start or time.time())
         value = logs.get(self.monitor)
-        if value is not None and value > self.best:
+        if value is not None and self.sign * value > self.sign * self.best:
             self.best, self.best_epoch, self.wait = float(value), epoch, 0
             with atomic_path(self.run_dir / "best.weights.h5") as tmp:
                 self.model.save_weights(tmp)
@@ -292,9 +293,18 @@ def make_teacher(config, input_spec):
         keras.ops.convert_to_numpy(teacher(x, training=False)), output))
 
 
-def kind_key(kind):
-    """The history column of a kind of photo: `val_iou_<kind>` with `-` as `_`."""
-    return "val_iou_" + "".join(c if c.isalnum() else "_" for c in kind.lower())
+def kind_key(kind, metric="iou"):
+    """The history column of a kind of photo: `val_<metric>_<kind>` with `-` as `_`."""
+    return f"val_{metric}_" + "".join(c if c.isalnum() else "_" for c in kind.lower())
+
+
+#: monitored figures where lower is better (the rest, IoU and the like, are higher-better)
+LOWER_IS_BETTER = ("loss", "_mse", "_sad", "_mae")
+
+
+def lower_is_better(monitor):
+    """Whether a smaller value of `monitor` is a better epoch (`val_mse_mix`, `val_loss`)."""
+    return any(part in monitor for part in LOWER_IS_BETTER)
 
 
 class KindValidation(keras.callbacks.Callback):
@@ -302,12 +312,18 @@ class KindValidation(keras.callbacks.Callback):
     resolution, as `ValBatches`), logged as `val_iou_<kind>`, and their plain mean as
     `val_iou_mix`: the figure the best epoch is chosen by, so that no one kind (the largest
     set, say) decides. A people-free image scores 1 when no pixel is taken for a person,
-    else 0. Runs before the callbacks that read the logs (history, TensorBoard, best epoch).
+    else 0. For a trimap-matting model it also logs, per kind, the mean per-image MSE and SAD
+    of the alpha over the validation trimap's unknown region (`val_mse_<kind>`,
+    `val_sad_<kind>`, x 1e3 and / 1e3 as `humanmatting.metrics`) and the mean of the MSEs over
+    the kinds, `val_mse_mix` (lower is
+    better: monitor it with `monitor: val_mse_mix`). Runs before the callbacks that read the
+    logs (history, TensorBoard, best epoch).
     """
 
     def __init__(self, store, kinds, *, input_spec, output_spec, sizes):
         super().__init__()
         self.output_spec = output_spec
+        self.matting = bool(input_spec.trimap)
         self.batches = {}
         for kind in dict.fromkeys(kinds):
             members = [store.sources[k] for k, name in enumerate(kinds) if name == kind]
@@ -317,11 +333,12 @@ class KindValidation(keras.callbacks.Callback):
                     store, input_spec=input_spec, sizes=sizes, output_spec=output_spec,
                     indices=indices)
 
-    def scores(self):
-        """{kind: mean per-image IoU} of the current model."""
-        out = {}
+    def scores(self, metric="iou"):
+        """{kind: mean per-image IoU} of the current model; `metric="all"`: {"iou": that,
+        and for a trimap model "mse", "sad": {kind: mean over the unknown region}}."""
+        out = {"iou": {}, "mse": {}, "sad": {}} if self.matting else {"iou": {}}
         for kind, batches in self.batches.items():
-            values = []
+            values = {name: [] for name in out}
             for i in range(len(batches)):
                 x, y = batches[i]
                 if isinstance(y, dict):
@@ -329,17 +346,28 @@ class KindValidation(keras.callbacks.Callback):
                 pred = keras.tree.map_structure(keras.ops.convert_to_numpy,
                                                 self.model(x, training=False))
                 prob = np.asarray(person_probability(pred, self.output_spec), np.float32)
-                values += [iou(p, t) for p, t in zip(prob, y[..., 0])]
-            out[kind] = float(np.mean(values))
-        return out
+                values["iou"] += [iou(p, t) for p, t in zip(prob, y[..., 0])]
+                if self.matting:   # channel 2 of a matting target: the unknown region
+                    for p, t in zip(prob, np.asarray(y)):
+                        region = t[..., 2] > 0.5
+                        if region.any():
+                            values["mse"].append(mse(p, t[..., 0], region))
+                            values["sad"].append(sad(p, t[..., 0], region))
+            for name, got in values.items():
+                if got:
+                    out[name][kind] = float(np.mean(got))
+        return out if metric == "all" else out[metric]
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self.batches:
             return
-        scores = self.scores()
-        for kind, value in scores.items():
-            logs[kind_key(kind)] = value
-        logs["val_iou_mix"] = float(np.mean(list(scores.values())))
+        scores = self.scores("all")
+        for metric, per_kind in scores.items():
+            for kind, value in per_kind.items():
+                logs[kind_key(kind, metric)] = value
+        logs["val_iou_mix"] = float(np.mean(list(scores["iou"].values())))
+        if scores.get("mse"):
+            logs["val_mse_mix"] = float(np.mean(list(scores["mse"].values())))
 
 
 class ImageGrid(keras.callbacks.Callback):
