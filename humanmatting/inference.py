@@ -12,10 +12,15 @@ from humanmatting.fusion import fuse, is_deploy
 from humanmatting.io import OUTPUT_FORMATS, load_gray, load_rgb
 from humanmatting.registry import (DEFAULT_MODEL, check_min_confidence, check_min_region,
                                    check_scales, create_model, get_preset, released_tflite)
-from humanmatting.specs import (TRIMAP_BG, TRIMAP_FG, InputSpec, OutputSpec, check_trimap,
-                                person_probability, to_model_input)
+from humanmatting.specs import (PERSON_BAND, TRIMAP_BG, TRIMAP_FG, TRIMAP_UNKNOWN, InputSpec,
+                                OutputSpec, check_trimap, person_probability, person_trimap,
+                                to_model_input)
 
 BACKENDS = ("keras", "onnx", "tflite")
+#: `Matter(AUTO)`: automatic matting, a segmentation model's trimap solved by a matting model
+AUTO = "auto"
+#: the matting model of `Matter(AUTO)`
+AUTO_MATTING_MODEL = "indexnet_mobilenetv2"
 #: Half-width of the refinement's unknown band, as a fraction of the image's long side (on the
 #: validation split, 0.003-0.0075 all lifted Night's IoU; 0.02 lowered it on the first 30
 #: full-body photos, 0.940 -> 0.932).
@@ -203,8 +208,14 @@ class Matter:
     """Predicts alpha mattes of people with a registered model or your own Keras model.
 
     Args:
-        model: a registered name (default `DEFAULT_MODEL`) or a keras.Model (training-form
-            models are fused first).
+        model: a registered name (default `DEFAULT_MODEL`), a keras.Model (training-form
+            models are fused first), or "auto": automatic matting with no trimap from the
+            user, the survey's two stages: the `segmenter`'s person probability (its own
+            flip, scales and region filters, no refinement) -> `person_trimap` (a band
+            around its 0.5 edge, its width following each person's size) -> the matting
+            model `AUTO_MATTING_MODEL` in that trimap. The other arguments (weights, sizes,
+            backend, ...) are the matting model's; a trimap given to `predict` is used
+            instead of the segmenter's.
         backend: "keras" (a compiled tf.function), "onnx" (onnxruntime) or "tflite" (the
             TFLite interpreter); the last two export the model first.
         weights: for a registered name: "default", None or a path (see `create_model`).
@@ -260,6 +271,8 @@ class Matter:
             the trimap is the model's probability >= foreground / <= background, each
             eroded by `erode` pixels, and the refinement solves everything else (it turns
             `refine` on, "cf" unless named).
+        segmenter: for "auto": the segmentation model's name (default `DEFAULT_MODEL`).
+        person_band: for "auto": `person_trimap`'s band (default `PERSON_BAND`).
 
     Example:
         >>> matter = Matter("likeunet_dark_light_original")
@@ -270,7 +283,21 @@ class Matter:
     def __init__(self, model=None, *, backend="keras", weights="default", input_spec=None,
                  sizes=None, output="softmax2", exported=None, threads=None, flip=None,
                  scales=None, refine=None, realtime=False, quantize=None, min_region=None,
-                 min_confidence=None, matting_trimap=None):
+                 min_confidence=None, matting_trimap=None, segmenter=None, person_band=None):
+        self.segmenter = None
+        if isinstance(model, str) and model == AUTO:
+            self.segmenter = Matter(segmenter or DEFAULT_MODEL, backend=backend,
+                                    threads=threads, realtime=realtime, refine=False,
+                                    min_region=min_region, min_confidence=min_confidence)
+            if self.segmenter.task != "segmentation":
+                raise ValueError(f"segmenter {segmenter!r} is not a segmentation model")
+            self.person_band = PERSON_BAND if person_band is None else float(person_band)
+            if not 0 < self.person_band < 1:
+                raise ValueError(f"person_band is a share of a person's size in (0, 1), "
+                                 f"got {person_band}")
+            model, min_region, min_confidence = AUTO_MATTING_MODEL, 0.0, 0.0
+        elif segmenter is not None or person_band is not None:
+            raise ValueError("segmenter and person_band are options of Matter('auto')")
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
         if quantize not in (None, "fp16", "int8"):
@@ -335,6 +362,15 @@ class Matter:
             self._run = ExportedBackend(keras_model, backend, path=exported, threads=threads,
                                         quantize=quantize, output=self.output)
         self.quantize = quantize
+        if self.segmenter is not None:
+            self.name = AUTO
+
+    def auto_trimap(self, image):
+        """For "auto": the trimap `predict` solves, from the segmenter's probability; None
+        when it sees no person."""
+        prob = self.segmenter.predict(image)
+        trimap = person_trimap(prob, band=self.person_band)
+        return trimap if (trimap == TRIMAP_UNKNOWN).any() else None
 
     def preprocess(self, image, scale=1.0, trimap=None):
         """(H, W, 3) uint8 RGB (and (H, W) uint8 trimap) -> (1, h, w, C) float32 model input
@@ -400,6 +436,11 @@ class Matter:
         (`benchmarks/defaults_sweep.py`)."""
         image = load_rgb(image)
         height, width = image.shape[:2]
+        if self.segmenter is not None and trimap is None:
+            trimap = self.auto_trimap(image)
+            if trimap is None:   # no person: nothing to matte
+                empty = np.zeros((height, width), np.float32)
+                return {"prob": empty, "alpha": empty.copy()}
         if self.input_spec.trimap:
             if trimap is None:
                 raise ValueError(f"{self.name} is a trimap-matting model: pass trimap= (an "

@@ -249,7 +249,8 @@ def create_model(name, *, weights="default", deploy=True, **overrides):
         name: a name from `list_models()`.
         weights: "default" for the released weights (random with a warning when none are
             released), None for random initialisation, or a path to a `.weights.h5` file saved
-            from the same architecture and form, or to a checkpoint of the family's original
+            from the same architecture (in either form: a training run's file is loaded into
+            the training form and fused when `deploy`), or to a checkpoint of the family's original
             code (`.pth`, `.pt`, `.safetensors`, `.npz`) where the preset has a loader.
         deploy: True for the fused inference form, False for the training form.
         **overrides: architecture arguments passed to the builder.
@@ -279,19 +280,36 @@ def create_model(name, *, weights="default", deploy=True, **overrides):
         raise ValueError(f"the released weights of {name!r} are in deploy form; use deploy=True, "
                          "or weights=None to train from scratch")
     model = preset.builder(deploy=deploy, **overrides)
-    if path is not None:
-        _check_weight_count(path, model, name, deploy)
-        try:
-            model.load_weights(path)
-        except (ValueError, KeyError, OSError) as err:
-            raise ValueError(f"weights file {path} does not fit model {name!r} "
-                             f"(deploy={deploy}): {_load_error_summary(err)}") from err
+    if path is None:
+        return model
+    count = _weight_count(path)
+    if deploy and count != len(model.weights):   # a training run's file: load it, then fuse
+        training = preset.builder(deploy=False, **overrides)
+        if count == len(training.weights):
+            from humanmatting.fusion import fuse
+
+            return fuse(_load_weights(training, path, name, False))
+    if count != len(model.weights):
+        # Keras itself loads a file with more weights than the model without a word (a
+        # training-form U^2-Net's BatchNorms are skipped by its deploy form): refuse by count
+        other = "training" if deploy else "deploy"
+        raise ValueError(f"weights file {path} does not fit model {name!r} (deploy={deploy}): "
+                         f"it holds {count} weights, the model has {len(model.weights)}; "
+                         f"is it the {other} form (deploy={not deploy}) or another variant?")
+    return _load_weights(model, path, name, deploy)
+
+
+def _load_weights(model, path, name, deploy):
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError, OSError) as err:
+        raise ValueError(f"weights file {path} does not fit model {name!r} "
+                         f"(deploy={deploy}): {_load_error_summary(err)}") from err
     return model
 
 
-def _check_weight_count(path, model, name, deploy):
-    """Keras loads a file that holds more weights than the model without a word (a training-
-    form U^2-Net's BatchNorms are simply skipped by its deploy form): refuse it by count."""
+def _weight_count(path):
+    """How many model weights a `.weights.h5` file holds (not its optimizer's)."""
     import h5py
 
     found = []
@@ -304,11 +322,7 @@ def _check_weight_count(path, model, name, deploy):
     except OSError as err:
         raise ValueError(f"weights file {path}: not a readable .weights.h5 file ({err})") \
             from None
-    if len(found) != len(model.weights):
-        other = "training" if deploy else "deploy"
-        raise ValueError(f"weights file {path} does not fit model {name!r} (deploy={deploy}): "
-                         f"it holds {len(found)} weights, the model has {len(model.weights)}; "
-                         f"is it the {other} form (deploy={not deploy}) or another variant?")
+    return len(found)
 
 
 def _load_error_summary(err):

@@ -170,6 +170,36 @@ def test_trimap_hand_computed():
     assert trimap[1, 4] == 128          # one pixel outside: unknown (dilated)
     assert set(np.unique(trimap).tolist()) == {0, 128, 255}
 
+def test_person_trimap_scales_each_persons_band_by_hand():
+    from humanmatting.specs import make_trimap, person_trimap
+
+    prob = np.zeros((300, 400), np.float32)
+    prob[40:240, 60:260] = 0.9           # 200 x 200: sqrt(area) 200 -> 0.03 x 200 = 6 px
+    prob[100:110, 330:340] = 0.6         # 10 x 10: 0.3 px -> the floor of 2 px
+    prob[250:260, 10:20] = 0.4           # under 0.5: not a person
+    trimap = person_trimap(prob)
+    big = np.zeros(prob.shape, bool)
+    big[40:240, 60:260] = True
+    small = np.zeros(prob.shape, bool)
+    small[100:110, 330:340] = True
+    expected = np.zeros(prob.shape, np.uint8)
+    for region, radius in ((big, 6), (small, 2)):
+        alone = make_trimap(region, erode=radius, dilate=radius)
+        expected[alone == 255] = 255
+        expected[alone == 128] = 128
+    np.testing.assert_array_equal(trimap, expected)
+    # the big square's band: 6 px inside and out along a side, the small one's 2
+    assert (trimap[140, 54:66] == 128).all() and trimap[140, 53] == 0 and trimap[140, 66] == 255
+    assert (trimap[105, 328:332] == 128).all() and trimap[105, 327] == 0
+    assert (trimap[245:265, 0:30] == 0).all()
+    assert (person_trimap(prob, band=0.1, most=9)[140, 51:69] == 128).all()   # capped at 9
+    assert not person_trimap(np.zeros((20, 30))).any()   # no person: all background
+    with pytest.raises(ValueError, match=r"must be \(H, W\)"):
+        person_trimap(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="band >= 0"):
+        person_trimap(prob, band=-1)
+
+
 def test_val_batches_of_several_sizes_reach_tensorflow_with_their_own_shapes(tmp_path):
     # Keras's own PyDataset -> tf.data conversion fixes every shape at the first batch's
     make_folder_dataset(tmp_path / "tall", count=2, shape=(90, 60))

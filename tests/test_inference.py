@@ -397,3 +397,34 @@ def test_min_region_runs_after_refinement(sample_path):
     expected = remove_small_regions(refine_alpha(image, raw, method="cf", erode=band,
                                                  dilate=band, cf_solver="scipy"), 0.2)
     np.testing.assert_allclose(refined, expected, atol=1e-6)
+
+
+def test_auto_matting_solves_the_segmenters_person_trimap(sample_path):
+    from humanmatting.specs import person_trimap
+
+    image = humanmatting.io.read_image(sample_path)
+    auto = Matter("auto", weights=None)   # IndexNet untrained: the plumbing, not the quality
+    assert (auto.name, auto.task, auto.segmenter.name) == ("auto", "trimap_matting",
+                                                           humanmatting.DEFAULT_MODEL)
+    assert auto.segmenter.refine is None   # the trimap comes from the model's own belief
+    prob = Matter(humanmatting.DEFAULT_MODEL, refine=False).predict(image)
+    trimap = auto.auto_trimap(image)
+    np.testing.assert_array_equal(trimap, person_trimap(prob))
+    alpha = auto.predict(image)
+    # IndexNet on that trimap, its known regions copied: 1 / 0 outside the band
+    np.testing.assert_array_equal(alpha, auto.predict(image, trimap=trimap))
+    assert (alpha[trimap == 255] == 1).all() and (alpha[trimap == 0] == 0).all()
+    assert (trimap == 128).mean() > 0.05 and (trimap == 255).mean() > 0.2
+    # a people-free frame: no trimap to solve, an empty matte
+    assert not auto.predict(np.full((96, 128, 3), 90, np.uint8)).any()
+    rgba = auto.render(image, "rgba")
+    np.testing.assert_array_equal(rgba[..., 3], np.rint(alpha * 255).astype(np.uint8))
+
+
+def test_auto_matting_options_are_checked():
+    with pytest.raises(ValueError, match="not a segmentation model"):
+        Matter("auto", weights=None, segmenter="indexnet_mobilenetv2")
+    with pytest.raises(ValueError, match="person_band is a share"):
+        Matter("auto", weights=None, person_band=2)
+    with pytest.raises(ValueError, match=r"options of Matter\('auto'\)"):
+        Matter("likeunet_night", segmenter="likeunet_dark")

@@ -76,17 +76,28 @@ def test_weights_path_round_trip_and_errors(tmp_path):
     assert len(str(info.value)) < 600 and "\n" not in str(info.value)
 
 
-def test_weights_of_the_other_form_are_refused(tmp_path):
+def test_a_training_run_file_is_fused_and_a_deploy_file_refused_by_the_training_form(tmp_path):
     # Keras alone loads a training-form U^2-Net-P file into the deploy form without a word
-    # (the extra BatchNorm weights are skipped), leaving the convolutions unfolded
+    # (the extra BatchNorm weights are skipped, the convolutions left unfolded)
     training = humanmatting.create_model("u2netp", weights=None, deploy=False)
+    rng = np.random.default_rng(3)
+    for var in training.weights:   # BatchNorm statistics that are not the identity
+        if "moving_variance" in var.path:
+            var.assign(rng.uniform(0.5, 2.0, var.shape).astype("float32"))
+        elif "moving_mean" in var.path:
+            var.assign(rng.normal(0, 0.1, var.shape).astype("float32"))
     path = tmp_path / "u2netp_training.weights.h5"
     training.save_weights(path)
-    with pytest.raises(ValueError, match=r"holds 686 weights, the model has 238; is it the "
-                                         r"training form \(deploy=False\)"):
-        humanmatting.create_model("u2netp", weights=path)
-    again = humanmatting.create_model("u2netp", weights=path, deploy=False)
-    assert len(again.weights) == len(training.weights)
+    fused = humanmatting.create_model("u2netp", weights=path)   # loaded, then fused
+    assert len(fused.weights) == 238 and len(training.weights) == 686
+    x = rng.uniform(size=(1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(fused(x)["fused"]),
+                               np.asarray(training(x, training=False)["fused"]), atol=1e-4)
+    deploy = tmp_path / "u2netp_deploy.weights.h5"
+    fused.save_weights(deploy)
+    with pytest.raises(ValueError, match=r"holds 238 weights, the model has 686; is it the "
+                                         r"deploy form \(deploy=True\)"):
+        humanmatting.create_model("u2netp", weights=deploy, deploy=False)
     (tmp_path / "junk.weights.h5").write_bytes(b"not hdf5")
     with pytest.raises(ValueError, match="junk.weights.h5: not a readable"):
         humanmatting.create_model("u2netp", weights=tmp_path / "junk.weights.h5")
