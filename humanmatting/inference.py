@@ -191,6 +191,19 @@ class ExportedBackend:
         return self._run(np.ascontiguousarray(batch, np.float32))
 
 
+def model_trimap(name):
+    """How the model called `name` (a registered name or `AUTO`) takes a trimap: "required"
+    (a trimap-matting model), "optional" (`AUTO` makes its own unless one is given) or None (a
+    segmentation model); ValueError naming the known names otherwise."""
+    if name == AUTO:
+        return "optional"
+    try:
+        preset = get_preset(name)
+    except ValueError as err:
+        raise ValueError(f"{err}; or {AUTO!r} (automatic matting)") from None
+    return "required" if preset.input.trimap else None
+
+
 def cover(background, height, width):
     """Resizes and centre-crops `background` to fill (height, width) without distortion."""
     bh, bw = background.shape[:2]
@@ -552,5 +565,5 @@ class Matter:
         return out.astype(np.uint8)
 
 
-__all__ = ["BACKENDS", "Matter", "check_sizes", "choose_size", "estimate_foreground",
-           "post_process_mask", "scaled_size"]
+__all__ = ["AUTO", "AUTO_MATTING_MODEL", "BACKENDS", "Matter", "check_sizes", "choose_size",
+           "estimate_foreground", "model_trimap", "post_process_mask", "scaled_size"]

@@ -576,6 +576,18 @@ def test_predict_and_eval_with_trimaps(tmp_path):
                      data / "trimaps", *model, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "outs").glob("*.png"))) == 3
+    # automatic matting: its own trimap, or the one given
+    result = run_cli("predict", data / "images", "-o", tmp_path / "auto", "--model", "auto",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "auto").glob("*.png"))) == 3
+    result = run_cli("predict", one, "-o", tmp_path / "auto1.png", "--model", "auto",
+                     "--trimap", data / "trimaps" / "p000.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    given = cv2.imread(str(tmp_path / "auto1.png"), cv2.IMREAD_UNCHANGED)
+    assert (given[trimap == 255] == 255).all() and (given[trimap == 0] == 0).all()
+    result = run_cli("predict", one, "-o", out, "--model", "nosuch", cwd=tmp_path)
+    assert result.returncode == 1 and "'auto' (automatic matting)" in result.stderr
     # the trimap errors, each named
     (tmp_path / "bad.png").write_bytes(cv2.imencode(".png", np.full((64, 64), 77, np.uint8))[1])
     for args, message in [([one, "-o", out, *model], "give --trimap"),

@@ -126,6 +126,42 @@ def test_bad_options(tmp_path, sample_path):
     assert photo.read_bytes() == before
 
 
+@pytest.mark.slow
+def test_trimap_and_auto_matting(tmp_path):
+    from humanmatting.specs import make_trimap
+
+    photo = tmp_path / "photo.png"
+    image = make_person_image(96, 64)
+    cv2.imwrite(str(photo), image)
+    trimap = make_trimap(image.max(axis=2) > 100, erode=3, dilate=3)   # the bright person
+    cv2.imwrite(str(tmp_path / "trimap.png"), trimap)
+    out = tmp_path / "cut.png"
+    result = run_demo(photo, "--no-display", "--model", "indexnet_mobilenetv2", "--trimap",
+                      tmp_path / "trimap.png", "--output", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    alpha = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[..., 3]
+    assert (alpha[trimap == 255] == 255).all() and (alpha[trimap == 0] == 0).all()
+    result = run_demo(photo, "--no-display", "--model", "auto", "--output", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "(auto," in result.stdout
+    bad = tmp_path / "bad.png"
+    cv2.imwrite(str(bad), np.full((96, 64), 77, np.uint8))
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), trimap[:50])
+    video = write_video(tmp_path / "clip.avi", frames=2, size=(64, 32), fps=2.0)
+    for args, fragments in [
+            ((photo, "--model", "indexnet_mobilenetv2"), ("give --trimap", "--model auto")),
+            ((photo, "--trimap", tmp_path / "trimap.png"), ("takes no trimap",)),
+            ((photo, "--model", "auto", "--gray"), ("--gray", "RGB")),
+            ((video, "--model", "auto", "--trimap", tmp_path / "trimap.png"),
+             ("still image",)),
+            ((photo, "--model", "auto", "--trimap", tmp_path / "nope.png"),
+             ("--trimap", "nope.png", "no such file")),
+            ((photo, "--model", "auto", "--trimap", bad), ("bad.png", "must be 0")),
+            ((photo, "--model", "auto", "--trimap", small), ("small.png", "size"))]:
+        assert_one_line_error(run_demo(*args, "--no-display", cwd=tmp_path), *fragments)
+
+
 def test_fps_meter_overlay_is_smoothed_and_summary_is_the_mean(monkeypatch):
     from humanmatting.cli import demo
 

@@ -31,7 +31,12 @@ def build_parser():
     p.add_argument("source", help="camera index (0, 1, ...) or the path of an image or video")
     p.add_argument("--gray", action="store_true",
                    help="use the grayscale model (or check that --model is grayscale)")
-    p.add_argument("--model", default=None, help="registered model (see `humanmatting list`)")
+    p.add_argument("--model", default=None,
+                   help="registered model (see `humanmatting list`), or auto: automatic "
+                        "matting (the segmentation model's trimap solved by IndexNet)")
+    p.add_argument("--trimap", default=None, metavar="FILE",
+                   help="for an image and a trimap-matting model (or auto): its trimap, "
+                        "0 background / 128 unknown / 255 foreground, at the image's size")
     p.add_argument("--output", "-o", default=None,
                    help="image: PNG cut-out with alpha, or a composite when --background is "
                         "given; video or camera: a video of the composite")
@@ -43,19 +48,32 @@ def build_parser():
     return p
 
 
-def choose_model(args):
+def choose_model(args, still):
+    """The model name from --model / --gray, checked against --trimap and the kind of
+    source (`still`: an image rather than a video or camera)."""
     from humanmatting.registry import DEFAULT_GRAY_MODEL, DEFAULT_MODEL, get_preset
 
     if args.model is None:
-        return DEFAULT_GRAY_MODEL if args.gray else DEFAULT_MODEL
+        model = DEFAULT_GRAY_MODEL if args.gray else DEFAULT_MODEL
+    else:
+        model = args.model
     import_tensorflow()  # the registry imports the model code
+    from humanmatting.inference import AUTO, model_trimap
+
     try:
-        preset = get_preset(args.model)
+        takes = model_trimap(model)
     except ValueError as err:
         raise DemoError(str(err)) from None
-    if args.gray and preset.input.channels != 1:
-        raise DemoError(f"--gray was given but model {args.model!r} takes RGB input")
-    return args.model
+    if args.gray and (model == AUTO or get_preset(model).input.channels != 1):
+        raise DemoError(f"--gray was given but model {model!r} takes RGB input")
+    if args.trimap and not takes:
+        raise DemoError(f"--trimap: {model} takes no trimap (it is a segmentation model)")
+    if args.trimap and not still:
+        raise DemoError("--trimap is for a still image, not a video or a camera")
+    if takes == "required" and not args.trimap:
+        raise DemoError(f"{model} is a trimap-matting model: give --trimap FILE with an "
+                        "image, or use --model auto, which makes its own trimap")
+    return model
 
 
 class FPSMeter:
@@ -171,11 +189,11 @@ def check_output(output, *, still, cutout):
         raise DemoError(f"{output}: image output must be one of {', '.join(IMAGE_EXTENSIONS)}")
 
 
-def run_image(args, image, matter, background, display):
+def run_image(args, image, matter, background, display, trimap=None):
     from humanmatting.io import ImageError, write_image
 
     start = time.perf_counter()
-    alpha = matter.predict(image)
+    alpha = matter.predict(image, trimap=trimap)
     elapsed = time.perf_counter() - start
     if args.output:
         output = Path(args.output)
@@ -254,7 +272,6 @@ def run(args):
             background = parse_background(args.background)
         except (ValueError, FileNotFoundError) as err:
             raise DemoError(f"--background: {err}") from None
-    model = choose_model(args)
     display = Display(not args.no_display)
 
     # Open the source before loading the model, so a bad source fails fast.
@@ -283,8 +300,17 @@ def run(args):
 
     if args.output:
         check_output(Path(args.output), still=image is not None, cutout=background is None)
+    model = choose_model(args, still=image is not None)
+    trimap = None
+    if args.trimap:   # checked before the model loads
+        from humanmatting.io import load_gray
+        from humanmatting.specs import check_trimap
 
-    import_tensorflow()
+        try:
+            trimap = check_trimap(load_gray(args.trimap), image.shape[:2], args.trimap)
+        except (FileNotFoundError, ValueError) as err:
+            raise DemoError(f"--trimap: {err}") from None
+
     from humanmatting.inference import Matter
 
     try:
@@ -295,7 +321,7 @@ def run(args):
     except (ValueError, FileNotFoundError) as err:
         raise DemoError(str(err)) from None
     if image is not None:
-        run_image(args, image, matter, background, display)
+        run_image(args, image, matter, background, display, trimap)
     else:
         run_stream(args, cap, first, matter, GREEN if background is None else background,
                    display)

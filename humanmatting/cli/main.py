@@ -245,16 +245,19 @@ def _predict_problem(args):
     if args.trimap and Path(args.trimap).is_file() and (
             len(args.inputs) != 1 or not Path(args.inputs[0]).is_file()):
         return "--trimap FILE is for one input image; give a folder of trimaps for a folder"
-    from humanmatting.registry import DEFAULT_MODEL, get_preset
+    import_tensorflow()
+    from humanmatting.inference import model_trimap
+    from humanmatting.registry import DEFAULT_MODEL
 
     try:
-        takes = get_preset(args.model or DEFAULT_MODEL).input.trimap
+        takes = model_trimap(args.model or DEFAULT_MODEL)
     except ValueError as err:
         return str(err)
-    if takes and pipe_in:
+    if takes == "required" and pipe_in:
         return f"{args.model} is a trimap-matting model: a pipe carries no trimaps"
-    if takes and not args.trimap:
-        return f"{args.model} is a trimap-matting model: give --trimap FILE or DIR"
+    if takes == "required" and not args.trimap:
+        return (f"{args.model} is a trimap-matting model: give --trimap FILE or DIR (or use "
+                "--model auto, which makes its own)")
     if args.trimap and not takes:
         return f"{args.model or DEFAULT_MODEL} takes no trimap (it is a segmentation model)"
     return None
