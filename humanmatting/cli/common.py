@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 
 def quiet_logs():
@@ -107,6 +108,17 @@ class Progress:
             self.bar.set_postfix_str(str(note)[:40], refresh=False)
         if done >= self.bar.total:
             self.bar.close()
+
+    @staticmethod
+    def callback(unit="image"):
+        """A `progress(done, total, path)` callable for library functions: the bar starts at
+        the first call, when the total is known."""
+        state = {}
+
+        def progress(done, total, path):
+            state.setdefault("bar", Progress(total, unit=unit)).update(done, Path(path).name)
+
+        return progress
 
     @staticmethod
     def wrap(items, unit="image"):
