@@ -9,9 +9,11 @@
 
 `--config` scores the validation split of every dataset of a training config (its own split
 rule: per-dataset fractions, CamVid by sequence), grouped by kind of photo (`photos:`), and
-ends with one table: a row per kind, a column per model and peer, and the mean over kinds.
+ends with three tables (IoU, boundary F, MAE): a row per kind, a column per model and peer, and
+the mean over kinds.
 A model is `NAME[@WEIGHTS][:OPTION=VALUE,...]` with `Matter`'s still-image options
-(flip, scales, refine, min_region, min_confidence), e.g. `likeunet_night:scales=1,flip=0`.
+(flip, scales, refine, min_region, min_confidence, person_band), e.g.
+`likeunet_night:scales=1,flip=0`; `auto` is automatic matting (`Matter("auto")`).
 
 Every image is scored at its own size: each model through `Matter` (its own input convention and
 size table), each peer the way its authors run it (stretched to its input size, [0, 1] RGB).
@@ -41,6 +43,9 @@ from humanmatting.inference import Matter  # noqa: E402
 from humanmatting.registry import DEFAULT_MODEL  # noqa: E402
 
 METRICS = ("iou", "miou", "boundary_f", "mae")
+#: the tables by kind of photo at the end
+TABLES = {"iou": "person IoU (higher is better)",
+          "boundary_f": "boundary F (higher is better)", "mae": "MAE (lower is better)"}
 
 
 def main():
@@ -119,9 +124,9 @@ def main():
         table.extend(rows.values())
         by_kind[Path(data).name] = result
     if by_kind:
-        print("\nperson IoU, mean per image (" + ", ".join(
-            f"{i}: {name}" for i, name in enumerate(predictors, 1)) + ")")
-        print(kind_table(by_kind, list(predictors)))
+        for metric, title in TABLES.items():
+            print(f"\n{title}, mean per image")
+            print(kind_table(by_kind, list(predictors), metric))
     if args.json:
         from humanmatting.io import atomic_path
 

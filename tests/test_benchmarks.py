@@ -144,6 +144,12 @@ def test_compare_peers_scores_people_and_people_free_folders(tmp_path):
             for metric in ("iou", "miou", "boundary_f", "mae"):
                 assert rows[kind, name][metric] == pytest.approx(metrics[metric], abs=1e-6)
     assert "scenes (2)" in result.stdout
+    # the tables by kind: IoU, boundary F and MAE, each cell the row's figure
+    for metric, title in (("iou", "person IoU"), ("boundary_f", "boundary F"), ("mae", "MAE")):
+        table = result.stdout.split(f"\n{title} (")[1].split("\n\n")[0]
+        cells = " | ".join(f"{rows['backgrounds', m][metric]:.3f}"
+                           for m in ("likeunet_night_lite", "peer"))
+        assert f"| scenes (2) | {cells} |" in table, table
     # the per-image comparison with the peer: its mean is the difference of the two IoUs
     for kind in ("folder", "backgrounds"):
         vs = rows[kind, "likeunet_night_lite"]["vs_peer"]

@@ -168,7 +168,7 @@ def check_backend_options(args):
 
 
 MATTER_OPTIONS = {"flip": "bool", "refine": "refine", "scales": "scales",
-                  "min_region": float, "min_confidence": float}
+                  "min_region": float, "min_confidence": float, "person_band": float}
 
 
 def parse_model_spec(text):
