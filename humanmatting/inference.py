@@ -10,8 +10,9 @@ import numpy as np
 
 from humanmatting.fusion import fuse, is_deploy
 from humanmatting.io import OUTPUT_FORMATS, load_gray, load_rgb
-from humanmatting.registry import (DEFAULT_MODEL, check_min_confidence, check_min_region,
-                                   check_scales, create_model, get_preset, released_tflite)
+from humanmatting.registry import (DEFAULT_MODEL, check_max_side, check_min_confidence,
+                                   check_min_region, check_scales, create_model, get_preset,
+                                   released_tflite)
 from humanmatting.specs import (PERSON_BAND, TRIMAP_BG, TRIMAP_FG, TRIMAP_UNKNOWN, InputSpec,
                                 OutputSpec, check_trimap, person_probability, person_trimap,
                                 to_model_input)
@@ -236,6 +237,9 @@ class Matter:
             channels, values scaled to [0, 1], the standard size table).
         sizes: (H, W) sizes to run at instead of the preset's table; each image runs at the
             one nearest its aspect ratio. Multiples of the input divisor (32).
+        max_side: 0 to run at a size from the table; N to run each still image at its own
+            size (sides rounded to the divisor), scaled down to a long side of N first
+            (None: the preset's; `sizes=` turns it off).
         output: "softmax2" or "sigmoid", for a keras.Model passed directly.
         exported: with backend onnx/tflite, an already exported file to run instead.
         threads: with backend onnx/tflite, the runtime's thread count (default: onnxruntime's
@@ -296,7 +300,8 @@ class Matter:
     def __init__(self, model=None, *, backend="keras", weights="default", input_spec=None,
                  sizes=None, output="softmax2", exported=None, threads=None, flip=None,
                  scales=None, refine=None, realtime=False, quantize=None, min_region=None,
-                 min_confidence=None, matting_trimap=None, segmenter=None, person_band=None):
+                 min_confidence=None, matting_trimap=None, segmenter=None, person_band=None,
+                 max_side=None):
         self.segmenter = None
         if isinstance(model, str) and model == AUTO:
             self.segmenter = Matter(segmenter or DEFAULT_MODEL, backend=backend,
@@ -335,6 +340,7 @@ class Matter:
             min_region = preset.min_region if min_region is None else min_region
             min_confidence = (preset.min_confidence if min_confidence is None
                               else min_confidence)
+            max_side = preset.max_side if max_side is None else max_side
         elif isinstance(model, keras.Model):
             self.name = model.name
             self.input_spec = input_spec or InputSpec(channels=model.input_shape[-1])
@@ -354,6 +360,8 @@ class Matter:
             refine = refine or "cf"
         self.matting_trimap = matting_trimap
         self.sizes = check_sizes(sizes or self.input_spec.sizes, self.input_spec.divisor)
+        # sizes= given: the table is what the caller asked for
+        self.max_side = 0 if sizes else check_max_side(max_side or 0)
         self.model = keras_model
         self.backend = backend
         self.flip = bool(flip)
@@ -389,8 +397,12 @@ class Matter:
         """(H, W, 3) uint8 RGB (and (H, W) uint8 trimap) -> (1, h, w, C) float32 model input
         at the chosen size (times `scale`, sides rounded to the divisor)."""
         height, width = image.shape[:2]
-        h, w = scaled_size(choose_size(height, width, self.sizes), scale,
-                           self.input_spec.divisor)
+        if self.max_side:   # the image's own size, its long side at most max_side
+            shrink = min(1.0, self.max_side / max(height, width))
+            size = (height * shrink, width * shrink)
+        else:
+            size = choose_size(height, width, self.sizes)
+        h, w = scaled_size(size, scale, self.input_spec.divisor)
         interp = cv2.INTER_AREA if h * w < height * width else cv2.INTER_LINEAR
         x = cv2.resize(image, (w, h), interpolation=interp)
         if trimap is not None:

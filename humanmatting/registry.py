@@ -50,6 +50,21 @@ def check_min_region(value, name="min_region", what="a fraction of the image"):
     return number
 
 
+def check_max_side(value, name="max_side"):
+    """Validates `Matter`'s `max_side`: 0 (run at a size from the model's table) or the
+    largest long side, in pixels (>= 32), at which an image runs at its own size."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number != value and str(number) != str(value).strip():
+        number = -1
+    if not (number == 0 or number >= 32):
+        raise ValueError(f"{name} must be 0 (the model's size table) or a long side of at "
+                         f"least 32 pixels, got {value!r}".lstrip())
+    return number
+
+
 def check_min_confidence(value, name="min_confidence"):
     """Validates a minimum mean person probability of a region, in [0, 1)."""
     return check_min_region(value, name, what="a probability")
@@ -84,6 +99,10 @@ class Preset:
             fraction of the image (`inference.remove_small_regions`; 0 = keep every region).
         min_confidence: `Matter`'s default for dropping person regions whose mean person
             probability (the model's, before refinement) is under this (0 = keep them).
+        max_side: `Matter`'s default for where still images run: 0 at the size from the
+            input's table nearest each image's aspect ratio; N > 0 at the image's own size
+            (each side rounded to the divisor), scaled down first to a long side of N (trimap
+            matting: the detail of the band is the task).
         foreign_loader: None, or function(training-form model, path) that loads a checkpoint
             of the family's original code (`.pth`, `.safetensors`, `.npz` state dicts) into
             it; `create_model(name, weights=that file)` then builds the training form, loads
@@ -104,6 +123,7 @@ class Preset:
     refine: str | None = None
     min_region: float = 0.0
     min_confidence: float = 0.0
+    max_side: int = 0
     foreign_loader: object = None
 
     def __post_init__(self):

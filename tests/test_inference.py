@@ -428,3 +428,24 @@ def test_auto_matting_options_are_checked():
         Matter("auto", weights=None, person_band=2)
     with pytest.raises(ValueError, match=r"options of Matter\('auto'\)"):
         Matter("likeunet_night", segmenter="likeunet_dark")
+
+
+def test_max_side_runs_each_image_at_its_own_size():
+    image = np.zeros((100, 150, 3), np.uint8)
+    table = Matter("likeunet_night_lite", weights=None, flip=False, scales=[1], refine=False)
+    assert table.max_side == 0 and table.preprocess(image).shape[1:3] == (256, 384)   # the table
+    own = Matter("likeunet_night_lite", weights=None, max_side=640, flip=False, scales=[1],
+                 refine=False)
+    assert own.preprocess(image).shape[1:3] == (96, 160)   # 100 x 150, sides to 32
+    small = Matter("likeunet_night_lite", weights=None, max_side=64, refine=False)
+    # 150 -> 64: 42.7 x 64 -> 32 x 64; scales still multiply it
+    assert small.preprocess(image).shape[1:3] == (32, 64)
+    assert small.preprocess(image, scale=2.0).shape[1:3] == (96, 128)
+    alpha = own.predict(image)
+    assert alpha.shape == (100, 150)
+    # sizes= given: the table is what was asked for
+    assert Matter("likeunet_night_lite", weights=None, max_side=640, sizes=[(64, 64)]).max_side \
+        == 0
+    for bad in (-1, 16, 1.5, "x"):
+        with pytest.raises(ValueError, match="max_side must be 0"):
+            Matter("likeunet_night_lite", weights=None, max_side=bad)

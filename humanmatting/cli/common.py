@@ -168,7 +168,8 @@ def check_backend_options(args):
 
 
 MATTER_OPTIONS = {"flip": "bool", "refine": "refine", "scales": "scales",
-                  "min_region": float, "min_confidence": float, "person_band": float}
+                  "min_region": float, "min_confidence": float, "person_band": float,
+                  "max_side": int}
 
 
 def parse_model_spec(text):

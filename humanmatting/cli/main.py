@@ -12,7 +12,8 @@ from humanmatting.cli.common import (Progress, add_backend_options, check_backen
                                      positive_int, quiet_logs, report_failures, user_error)
 from humanmatting.io import OUTPUT_FORMATS as FORMATS
 from humanmatting.specs import REFINE_METHODS
-from humanmatting.registry import check_min_confidence, check_min_region, check_scales
+from humanmatting.registry import (check_max_side, check_min_confidence, check_min_region,
+                                   check_scales)
 
 
 def parse_scales(text):
@@ -59,6 +60,12 @@ def _add_still_options(p):
                    help="drop person regions smaller than this fraction of the image (specks "
                         "on people-free parts of a scene); 0: keep all; default: the model's "
                         "own (0.005 for the LikeUnets trained here, 0 otherwise)")
+    p.add_argument("--max-side", type=parse_threshold(check_max_side), default=None,
+                   metavar="PX",
+                   help="run each image at its own size (sides rounded to 32), its long side "
+                        "at most PX; 0: at the size from the model's table nearest its "
+                        "aspect ratio; default: the model's own (a size from the table for "
+                        "the segmentation models)")
     p.add_argument("--min-confidence", type=parse_threshold(check_min_confidence),
                    default=None, metavar="P",
                    help="drop person regions whose mean person probability is under this "
@@ -68,11 +75,11 @@ def _add_still_options(p):
 
 
 def _still_options(args):
-    """Matter's flip / scales / refine / min_region / min_confidence (None: the model's own
-    default), backend and quantize from those options."""
+    """Matter's flip / scales / refine / min_region / min_confidence / max_side (None: the
+    model's own default), backend and quantize from those options."""
     return {"flip": args.flip, "scales": args.scales, "refine": args.refine,
             "min_region": args.min_region, "min_confidence": args.min_confidence,
-            "backend": args.backend, "quantize": args.quantize}
+            "max_side": args.max_side, "backend": args.backend, "quantize": args.quantize}
 
 
 def _add_list(sub):
