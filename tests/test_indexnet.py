@@ -266,3 +266,68 @@ def test_original_keys_of_the_default_variant():
     assert state["pred.0.0.weight"].shape == (1, 32, 5, 5)
     assert state["pred.1.weight"].shape == (1, 1, 5, 5)
     assert sum(v.size for k, v in state.items() if "running" not in k) == 5953515
+
+
+def _mobilenetv2_file(tmp_path):
+    """A keras.applications MobileNetV2 (alpha 1.0, no classifier) with random weights and
+    BatchNorm statistics, saved as a user's local file would be loaded."""
+    model = keras.applications.MobileNetV2(weights=None, include_top=False,
+                                           input_shape=(224, 224, 3))
+    rng = np.random.default_rng(11)
+    for var in model.weights:
+        if "moving_variance" in var.path:
+            var.assign(rng.uniform(0.5, 2.0, var.shape).astype("float32"))
+        elif "moving_mean" in var.path or "beta" in var.path:
+            var.assign(rng.normal(0, 0.2, var.shape).astype("float32"))
+    path = tmp_path / "mobilenet_v2_1.0_no_top.weights.h5"
+    model.save_weights(path)
+    return model, path
+
+
+@pytest.mark.slow
+def test_backbone_weights_start_the_encoder_from_a_keras_applications_file(tmp_path):
+    import humanmatting
+    from humanmatting.specs import IMAGENET_MEAN, IMAGENET_STD
+
+    app, path = _mobilenetv2_file(tmp_path)
+    model = humanmatting.create_model("indexnet_mobilenetv2", weights=None, deploy=False,
+                                      backbone_weights=path)
+    rng = np.random.default_rng(12)
+    # the first conv: MobileNetV2 reads RGB in [-1, 1] with stride 2, ours ImageNet-normalised
+    # RGB + a trimap with stride 1; away from the zero-padded border its output at odd
+    # pixels is MobileNetV2's
+    pixels = rng.uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    theirs = app.get_layer("Conv1_relu")(app.get_layer("bn_Conv1")(
+        app.get_layer("Conv1")(pixels / 127.5 - 1.0), training=False))
+    ours_in = (pixels / 255.0 - np.array(IMAGENET_MEAN, "float32")) / np.array(IMAGENET_STD,
+                                                                              "float32")
+    trimap = rng.choice([0.0, 0.5, 1.0], (1, 64, 64, 1)).astype("float32")
+    ours = model.get_layer("layer0")(np.concatenate([ours_in, trimap], -1), training=False)
+    np.testing.assert_allclose(np.asarray(ours)[:, 1::2, 1::2][:, :-1, :-1],
+                               np.asarray(theirs)[:, :-1, :-1], atol=2e-4)
+    # an inverted residual with its shortcut (block_2: 24 -> 24), Keras's own layers in turn
+    x = rng.normal(size=(1, 16, 16, 24)).astype("float32")
+    y = x
+    for part in ("expand", "depthwise", "project"):
+        y = app.get_layer(f"block_2_{part}_BN")(app.get_layer(f"block_2_{part}")(y),
+                                                training=False)
+        y = y if part == "project" else keras.ops.relu6(y)
+    np.testing.assert_allclose(np.asarray(model.get_layer("layer2_1")(x, training=False)),
+                               np.asarray(y + x), atol=1e-4)
+    # the first block has no expansion: depthwise and projection only
+    block = model.get_layer("layer1_0")
+    np.testing.assert_array_equal(np.asarray(block.depthwise.conv.kernel),
+                                  np.asarray(app.get_layer("expanded_conv_depthwise").kernel))
+    with pytest.raises(ValueError, match="needs the training form"):
+        from humanmatting.models.indexnet import load_backbone
+
+        load_backbone(humanmatting.create_model("indexnet_mobilenetv2", weights=None), path)
+    with pytest.raises(FileNotFoundError, match="nope.h5: no such file"):
+        humanmatting.create_model("indexnet_mobilenetv2", weights=None, deploy=False,
+                                  backbone_weights=tmp_path / "nope.h5")
+    other = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    other.save_weights(tmp_path / "dense.weights.h5")
+    with pytest.raises(ValueError, match="dense.weights.h5: not a keras.applications "
+                                         "MobileNetV2"):
+        humanmatting.create_model("indexnet_mobilenetv2", weights=None, deploy=False,
+                                  backbone_weights=tmp_path / "dense.weights.h5")

@@ -35,7 +35,8 @@ DECODER = (96, 64, 32, 24, 16, 32, 32)
 
 
 def indexnet_model(*, index="depthwise", mode="m2o", nonlinear=True, context=True, aspp=True,
-                   decoder_kernel=5, deploy=False, name="indexnet_mobilenetv2"):
+                   decoder_kernel=5, deploy=False, backbone_weights=None,
+                   name="indexnet_mobilenetv2"):
     """Builds IndexNet on MobileNetV2.
 
     Args:
@@ -43,6 +44,11 @@ def indexnet_model(*, index="depthwise", mode="m2o", nonlinear=True, context=Tru
         nonlinear, context: the index blocks' variants (see `IndexBlock`).
         aspp: ASPP at the end of the encoder (else a 1x1 ConvBN to 160 channels).
         decoder_kernel: the decoder's kernel size.
+        backbone_weights: a local keras.applications MobileNetV2 weights file (alpha 1.0,
+            e.g. ImageNet's `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5`)
+            to start the encoder from (`load_backbone`), e.g. `arch: {backbone_weights:
+            FILE}` in a training config; the deploy form ignores it (its weights come from
+            a trained file). Nothing is downloaded.
 
     Returns:
         keras.Model (B, H, W, 4) (RGB normalised, trimap / 255) -> (B, H, W, 1) raw alpha.
@@ -80,7 +86,96 @@ def indexnet_model(*, index="depthwise", mode="m2o", nonlinear=True, context=Tru
     x = ConvBN(1, decoder_kernel, activation="relu6", name="pred", **bn)(x)
     alpha = keras.layers.Conv2D(1, decoder_kernel, padding="same", use_bias=False,
                                 dtype="float32", name="pred_last")(x)
-    return keras.Model(inputs, alpha, name=name)
+    model = keras.Model(inputs, alpha, name=name)
+    if backbone_weights is not None and not deploy:   # a deploy form's come from a run
+        load_backbone(model, backbone_weights)
+    return model
+
+
+#: keras.applications.MobileNetV2's names of its 17 inverted residuals, in order
+APPLICATION_BLOCKS = ("expanded_conv",) + tuple(f"block_{i}" for i in range(1, 17))
+#: keras.applications.MobileNetV2's BatchNorm epsilon (ours is PyTorch's, 1e-5)
+APPLICATION_EPSILON = 1e-3
+
+
+def _application(path):
+    """keras.applications.MobileNetV2 (alpha 1.0) with the weights of a local file, with or
+    without its classifier."""
+    import warnings
+
+    from keras.applications import MobileNetV2
+
+    problems = []
+    for top in (False, True):
+        try:
+            with warnings.catch_warnings():   # Keras warns of each group a wrong file lacks
+                warnings.simplefilter("ignore")
+                return MobileNetV2(weights=str(path), include_top=top,
+                                   input_shape=(224, 224, 3))
+        except (ValueError, KeyError, OSError) as err:
+            problems.append(str(err).splitlines()[0][:200])
+    raise ValueError(f"backbone_weights {path}: not a keras.applications MobileNetV2 (alpha "
+                     f"1.0) weights file ({'; '.join(problems)})")
+
+
+def _copy_bn(source, target):
+    """A keras.applications BatchNorm into one of ours (epsilon 1e-3 -> 1e-5: the variance
+    absorbs the difference, so that the normalisation is the same)."""
+    gamma, beta, mean, var = (np.asarray(w) for w in source.get_weights())
+    target.set_weights([gamma, beta, mean, var + APPLICATION_EPSILON - target.epsilon])
+
+
+def load_backbone(model, path):
+    """Starts IndexNet's encoder (training form) from a keras.applications MobileNetV2 file.
+
+    Every inverted residual takes its expansion, depthwise and projection convolutions and
+    BatchNorms (ours keep stride 1: IndexNet downsamples by index pooling). The first conv
+    reads RGB + trimap normalised with ImageNet's mean and std, where MobileNetV2 reads RGB
+    in [-1, 1]: its RGB kernel is rescaled to that input (x 2 std per channel), the shift
+    (2 mean - 1) goes into the BatchNorm's mean (exact away from the zero-padded border),
+    and the trimap channel starts at zero. Index blocks, ASPP and the decoder stay as built.
+
+    Args:
+        model: `indexnet_model(deploy=False)` (the default variant's encoder is the same in
+            every variant).
+        path: the weights file (`keras.applications.MobileNetV2(weights=path)` must read it).
+
+    Returns:
+        The names of our layers that were loaded.
+    """
+    from humanmatting.specs import IMAGENET_MEAN, IMAGENET_STD
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone_weights {path}: no such file")
+    app = _application(path)
+    first = model.get_layer("layer0")
+    if first.bn is None:
+        raise ValueError("load_backbone needs the training form (deploy=False)")
+    kernel = np.asarray(app.get_layer("Conv1").kernel)            # (3, 3, 3, 32)
+    std, mean = np.asarray(IMAGENET_STD, np.float32), np.asarray(IMAGENET_MEAN, np.float32)
+    ours = np.zeros(first.conv.kernel.shape, np.float32)          # (3, 3, 4, 32)
+    ours[:, :, :3] = kernel * (2.0 * std)[None, None, :, None]
+    first.conv.kernel.assign(ours)
+    _copy_bn(app.get_layer("bn_Conv1"), first.bn)
+    shift = np.einsum("hwco,c->o", kernel, 2.0 * mean - 1.0)      # the constant it adds
+    first.bn.moving_mean.assign(np.asarray(first.bn.moving_mean) - shift)
+    loaded = ["layer0"]
+    blocks = [layer for layer in model.layers if isinstance(layer, InvertedResidual)]
+    if len(blocks) != len(APPLICATION_BLOCKS):
+        raise ValueError(f"expected {len(APPLICATION_BLOCKS)} inverted residuals, the model "
+                         f"has {len(blocks)}")
+    for block, prefix in zip(blocks, APPLICATION_BLOCKS):
+        parts = (("expand", block.expansion), ("depthwise", block.depthwise),
+                 ("project", block.project))
+        for suffix, ours_part in parts:
+            if ours_part is None:   # the first block has no expansion
+                continue
+            conv = app.get_layer(f"{prefix}_{suffix}")
+            ours_part.conv.kernel.assign(np.asarray(conv.kernel))   # shapes checked here
+            _copy_bn(app.get_layer(f"{prefix}_{suffix}_BN"), ours_part.bn)
+        loaded.append(block.name)
+    return loaded
 
 
 #: RGB / 255 with ImageNet mean and std, and the trimap / 255 as a 4th channel
@@ -203,5 +298,5 @@ def load_original(model, path_or_state):
     return model
 
 
-__all__ = ["indexnet_model", "indexnet_mobilenetv2", "load_original", "state_entries",
-           "torch_state"]
+__all__ = ["APPLICATION_BLOCKS", "indexnet_model", "indexnet_mobilenetv2", "load_backbone",
+           "load_original", "state_entries", "torch_state"]
