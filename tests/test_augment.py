@@ -124,7 +124,7 @@ def test_far_rotations_are_rare_and_beyond_the_normal_range():
 
 @pytest.mark.parametrize("field, value", [("zoom_out", 1.5), ("jpeg_quality", (0, 50)),
                                           ("zoom_out_height", (0.5, 0.1)),
-                                          ("max_extra_people", 0)])
+                                          ("max_extra_people", 0), ("edge_crop", -0.1)])
 def test_bad_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         AugmentConfig(**{field: value})
@@ -218,3 +218,36 @@ def test_distillation_reaches_only_the_kinds_it_is_asked_for(tmp_path):
                 np.testing.assert_allclose(y1[k, ..., 0], 0.5)
             else:
                 np.testing.assert_array_equal(y1[k], y0[k])
+
+
+def test_edge_crops_are_centred_on_the_persons_edge():
+    from humanmatting.data.augment import edge_pixel
+
+    rng = np.random.default_rng(0)
+    sample = person(200, 160)          # a solid box: rows 50..194, columns 53..105
+    alpha = sample["alpha"]
+    for _ in range(20):                # a binary mask: a pixel on its boundary
+        y, x = edge_pixel(rng, alpha)
+        window = alpha[max(0, y - 1):y + 2, max(0, x - 1):x + 2]
+        assert window.min() == 0 and window.max() == 1
+    soft = alpha.copy()
+    soft[100, 60:64] = 0.5             # soft pixels win over the boundary
+    assert all(edge_pixel(rng, soft) in [(100, c) for c in range(60, 64)] for _ in range(10))
+    assert edge_pixel(rng, np.zeros((8, 8), np.float32)) is None
+    # small crops (1-2 % of the area) centred on the edge: always both person and
+    # background in view, where anywhere-crops of that size mostly miss the edge
+    aug = AugmentConfig(min_scale=0.01, max_scale=0.02, rotation=0, perspective=0, flip=0,
+                        composite=0)
+
+    def mixed(config, seed):
+        out = augment_sample(np.random.default_rng(seed), sample, (32, 32), config)
+        return 0 < out["alpha"].mean() < 1
+
+    edge = sum(mixed(AugmentConfig(**{**aug.__dict__, "edge_crop": 1.0}), i) for i in range(40))
+    anywhere = sum(mixed(aug, i) for i in range(40))
+    assert edge >= 38 and anywhere < 30, (edge, anywhere)
+    # the same seed: the same crop
+    config = AugmentConfig(**{**aug.__dict__, "edge_crop": 1.0})
+    one, two = (augment_sample(np.random.default_rng(5), sample, (32, 32), config)
+                for _ in range(2))
+    np.testing.assert_array_equal(one["image"], two["image"])

@@ -61,6 +61,10 @@ class AugmentConfig:
             instead of stretching it.
         trimap: make a trimap from the augmented alpha (for trimap-matting models).
         trimap_band: (low, high) pixels: the trimap's band half-width is drawn in this range.
+        edge_crop: probability that the crop window is centred on a pixel of the person's
+            edge (soft alpha, or the mask's boundary) rather than anywhere: IndexNet's
+            training crops, where the matting loss is (the unknown band) and not on the
+            known regions around it.
         rotation_far: probability that the rotation is drawn beyond +-rotation, up to 180.
         zoom_out: probability of pasting the person small into a new frame;
             zoom_out_height: (low, high) share of the frame height the person's box takes
@@ -88,6 +92,7 @@ class AugmentConfig:
     crop_background: bool = False
     trimap: bool = False
     trimap_band: tuple = (1, 19)
+    edge_crop: float = 0.0
     rotation_far: float = 0.0
     zoom_out: float = 0.0
     zoom_out_height: tuple = (0.05, 0.6)
@@ -103,7 +108,8 @@ class AugmentConfig:
 
     def __post_init__(self):
         for name in ("flip", "grayscale", "composite", "rotation_far", "zoom_out",
-                     "own_background", "extra_people", "motion_blur", "low_light", "jpeg"):
+                     "own_background", "extra_people", "motion_blur", "low_light", "jpeg",
+                     "edge_crop"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"augment.{name} is a probability in [0, 1], got "
                                  f"{getattr(self, name)}")
@@ -151,10 +157,24 @@ def fit_background(rng, bg, height, width, crop):
     return cv2.resize(bg, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def crop_transform(rng, height, width, size, aug):
+def edge_pixel(rng, alpha):
+    """(y, x) of a random pixel of the person's edge: a soft one (0.02 < alpha < 0.98), else
+    one on the boundary of `alpha >= 0.5` (a binary mask); None without either."""
+    soft = (alpha > 0.02) & (alpha < 0.98)
+    if not soft.any():
+        mask = (alpha >= 0.5).astype(np.uint8)
+        soft = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    found = np.flatnonzero(soft)
+    if not len(found):
+        return None
+    return divmod(int(found[rng.integers(len(found))]), alpha.shape[1])
+
+
+def crop_transform(rng, height, width, size, aug, centre=None):
     """The 3x3 perspective matrix that maps a random crop of an (height, width) image onto an
     output of `size` (H, W): the bucket's aspect ratio, an area of min_scale..max_scale of the
-    image, rotated by up to +-rotation degrees, corners jittered by up to `perspective`."""
+    image, rotated by up to +-rotation degrees, corners jittered by up to `perspective`;
+    centred on `centre` (y, x) when given (kept inside the image where it fits)."""
     out_h, out_w = size
     aspect = out_w / out_h
     area = height * width * rng.uniform(aug.min_scale, aug.max_scale)
@@ -168,6 +188,9 @@ def crop_transform(rng, height, width, size, aug):
     # rounding step; it is then centred with some play
     y0 = rng.uniform(min(0.0, height - ch), max(0.0, height - ch))
     x0 = rng.uniform(min(0.0, width - cw), max(0.0, width - cw))
+    if centre is not None:
+        y0 = min(max(centre[0] - ch / 2, min(0.0, height - ch)), max(0.0, height - ch))
+        x0 = min(max(centre[1] - cw / 2, min(0.0, width - cw)), max(0.0, width - cw))
     src = np.float32([[x0, y0], [x0 + cw, y0], [x0 + cw, y0 + ch], [x0, y0 + ch]])
     src += rng.uniform(-aug.perspective, aug.perspective, (4, 2)).astype(np.float32) * [cw, ch]
     angle = math.radians(draw_angle(rng, aug))
@@ -346,7 +369,10 @@ def augment_sample(rng, sample, size, aug, backgrounds=(), people=None):
             bg = fit_background(rng, backgrounds[rng.integers(len(backgrounds))], height,
                                 width, aug.crop_background)
         separate = pasted or bg is not fg   # else fg = bg = image: compositing is a no-op
-        matrix = crop_transform(rng, height, width, size, aug)
+        centre = None
+        if aug.edge_crop and rng.random() < aug.edge_crop:
+            centre = edge_pixel(rng, alpha)
+        matrix = crop_transform(rng, height, width, size, aug, centre)
         alpha = np.clip(_warp(alpha, matrix, size), 0.0, 1.0)
         fg = _warp(fg, matrix, size)
         bg = _warp(bg, matrix, size) if separate else fg
