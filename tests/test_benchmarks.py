@@ -243,3 +243,42 @@ def test_load_benchmark_prints_rates_beside_in_process_and_the_memory(tmp_path):
     assert lines[5].startswith("service memory: ") and "0 failed" in lines[5]
     bad = run_script("load.py", "--model", "nope", cwd=tmp_path)
     assert bad.returncode == 1 and "unknown model 'nope'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_auto_matting_benchmark_tables_by_kind(tmp_path):
+    import keras
+
+    import humanmatting
+    from humanmatting.data.readers import validation_by_kind
+    from humanmatting.evaluation import evaluate_by_kind
+    from humanmatting.inference import Matter
+    from humanmatting.training import load_config
+
+    keras.utils.set_random_seed(3)   # an untrained IndexNet, the same in both processes
+    weights = tmp_path / "indexnet.weights.h5"
+    humanmatting.create_model("indexnet_mobilenetv2", weights=None).save_weights(weights)
+    people = make_folder_dataset(tmp_path / "people", count=4, shape=(80, 64))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  - {{path: {people}, photos: portraits, val_fraction: 0.5}}\n")
+    peer = fixed_size_peer(tmp_path / "peer.tflite")
+    result = run_script("auto_matting.py", "--config", config, "--weights", weights,
+                        "--peer", peer, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    by_kind = validation_by_kind(load_config(config).data)
+    expected = evaluate_by_kind({"auto": Matter("auto", weights=weights),
+                                 "night": Matter(humanmatting.DEFAULT_MODEL)}, by_kind)
+    count = expected["portraits"]["count"]
+    for metric, title in (("iou", "person IoU"), ("boundary_f", "boundary F"), ("mae", "MAE")):
+        table = result.stdout.split(f"\n{title} (")[1].split("\n\n")[0]
+        header, _, row = table.splitlines()[1:4]
+        assert header.split(" | ")[1:5] == [f"{humanmatting.DEFAULT_MODEL} (+cf)", "auto",
+                                            "auto trimap + cf", "peer |"]
+        cells = row.split(" | ")
+        assert cells[0] == f"| portraits ({count})"
+        values = {name: expected["portraits"]["per_model"][name][metric]
+                  for name in ("night", "auto")}
+        assert float(cells[1]) == pytest.approx(values["night"], abs=6e-4)
+        assert float(cells[2]) == pytest.approx(values["auto"], abs=6e-4)
+        assert 0 <= float(cells[3]) <= 1
+    assert "median ms per image" in result.stdout
