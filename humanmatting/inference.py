@@ -8,6 +8,7 @@ import cv2
 import keras
 import numpy as np
 
+from humanmatting.data.refine import estimate_foreground  # noqa: F401 (re-exported)
 from humanmatting.fusion import fuse, is_deploy
 from humanmatting.io import OUTPUT_FORMATS, load_gray, load_rgb
 from humanmatting.registry import (DEFAULT_MODEL, check_max_side, check_min_confidence,
@@ -30,16 +31,6 @@ REFINE_BAND = 0.005
 #: more pixels of alpha >= 0.5 (so a blob goes with its soft halo, and a hand joined to the body
 #: by a soft edge is one region with it).
 SUPPORT = 0.1
-
-
-def estimate_foreground(image, alpha):
-    """The person's own colours behind a soft alpha (pymatting's `estimate_foreground_ml`,
-    Germer et al. 2020): (H, W, 3) uint8 RGB, equal to the image where alpha is 1."""
-    from pymatting import estimate_foreground_ml
-
-    fg = estimate_foreground_ml(image.astype(np.float64) / 255.0,
-                                np.asarray(alpha, np.float64))
-    return np.clip(np.rint(fg * 255.0), 0, 255).astype(np.uint8)
 
 
 def post_process_mask(alpha):

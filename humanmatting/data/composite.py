@@ -75,7 +75,7 @@ def composite_folder(data, out, backgrounds, *, split="val", val_fraction=0.1, b
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if foreground is None:
-        from humanmatting.inference import estimate_foreground as foreground
+        from humanmatting.data.refine import estimate_foreground as foreground
     pairs = read_dataset(data, "folder")
     if not pairs.refined:
         raise ValueError(f"{data}: has masks/, not alphas/; composite soft alphas (make them "

@@ -26,6 +26,16 @@ from humanmatting.specs import REFINE_METHODS, make_trimap, unit_trimap
 METHODS = REFINE_METHODS
 
 
+def estimate_foreground(image, alpha):
+    """The person's own colours behind a soft alpha (pymatting's `estimate_foreground_ml`,
+    Germer et al. 2020): (H, W, 3) uint8 RGB, equal to the image where alpha is 1."""
+    from pymatting import estimate_foreground_ml
+
+    fg = estimate_foreground_ml(image.astype(np.float64) / 255.0,
+                                np.asarray(alpha, np.float64))
+    return np.clip(np.rint(fg * 255.0), 0, 255).astype(np.uint8)
+
+
 def trimap_from_mask(mask, *, erode=8, dilate=8, thresholds=None):
     """(H, W) mask in [0, 1] -> trimap float64: 1 foreground, 0 background, 0.5 unknown: the
     band of `humanmatting.specs.make_trimap` around the mask's 0.5 edge, or with
