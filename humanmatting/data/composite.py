@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from humanmatting.data.augment import fit_background
 from humanmatting.data.readers import read_dataset
 from humanmatting.evaluation import read_target
 from humanmatting.io import atomic_path, read_image, write_image
@@ -34,16 +35,6 @@ def composite(fg, bg, alpha):
     a = np.asarray(alpha, np.float32)[..., None]
     out = a * fg.astype(np.float32) + (1.0 - a) * bg.astype(np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def fit_background(background, height, width, rng):
-    """A random crop of `background` (scaled up just enough) at (height, width)."""
-    bh, bw = background.shape[:2]
-    scale = max(height / bh, width / bw, 1.0) * rng.uniform(1.0, 1.3)
-    nh, nw = max(height, int(np.ceil(bh * scale))), max(width, int(np.ceil(bw * scale)))
-    background = cv2.resize(background, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    y, x = rng.integers(0, nh - height + 1), rng.integers(0, nw - width + 1)
-    return background[y:y + height, x:x + width]
 
 
 def composite_folder(data, out, backgrounds, *, split="val", val_fraction=0.1, band=BAND,
@@ -108,8 +99,8 @@ def composite_folder(data, out, backgrounds, *, split="val", val_fraction=0.1, b
             fg = foreground(image, alpha)
             height, width = alpha.shape
             for k, (scene, crop_seed) in enumerate(picks):
-                bg = fit_background(read_image(scene), height, width,
-                                    np.random.default_rng(crop_seed))
+                bg = fit_background(np.random.default_rng(crop_seed), read_image(scene),
+                                    height, width, crop=True)
                 stem = f"{Path(image_path).stem}_{k}.png"
                 write_image(out / "images" / stem, composite(fg, bg, alpha))
                 write_image(out / "alphas" / stem, alpha8)
@@ -129,4 +120,4 @@ def composite_folder(data, out, backgrounds, *, split="val", val_fraction=0.1, b
     return {"written": written, "failed": failed}
 
 
-__all__ = ["BAND", "composite", "composite_folder", "fit_background"]
+__all__ = ["BAND", "composite", "composite_folder"]
