@@ -1,11 +1,12 @@
 """Matter's still-image defaults compared on every kind of photo of a training config.
 
     python benchmarks/defaults_sweep.py --config configs/likeunet_night_people.yaml \\
-        --model likeunet_night [--weights FILE] [--scales 0.8/1.2 1/1.4] \\
+        --model likeunet_night [--weights FILE] [--scales 0.8/1.2 1/1.4] [--max-side 0 640] \\
         [--min-region 0 0.001 0.005] [--min-confidence 0 0.5 0.75] [--limit N]
 
-For each scale set (with flip and refinement as the model's defaults), each validation image
-runs once (`Matter.predict_parts`); every (min_region, min_confidence) pair is then applied
+For each scale set and each `max_side` (0: the size from the model's table; N: the image's
+own size, its long side at most N), with flip and refinement as the model's defaults, each
+validation image runs once (`Matter.predict_parts`); every (min_region, min_confidence) pair is then applied
 to the same belief and refined alpha (`remove_small_regions`). Prints one row per setting:
 person IoU (mean per image; people-free images score 1 when no pixel is a person) for each
 kind of photo and the plain mean over kinds, the figure a default is chosen by, so that no one
@@ -60,6 +61,9 @@ def main():
     parser.add_argument("--weights", default="default")
     parser.add_argument("--scales", nargs="+", default=["0.8/1.2"],
                         help="scale sets, each S/S/... (default: the full-size default)")
+    parser.add_argument("--max-side", nargs="+", type=int, default=[0],
+                        help="0: the size from the model's table; N: each image at its own "
+                             "size, its long side at most N (default: 0)")
     parser.add_argument("--min-region", nargs="+", type=float, default=[0.0, 0.001, 0.005])
     parser.add_argument("--min-confidence", nargs="+", type=float, default=[0.0, 0.5, 0.75])
     parser.add_argument("--limit", type=positive_int, default=None,
@@ -74,19 +78,19 @@ def main():
         print(f"defaults_sweep.py: {err}", file=sys.stderr)
         return 1
     kinds = list(by_kind)
-    print("| scales | min_region | min_confidence | " + " | ".join(kinds)
+    print("| scales | max_side | min_region | min_confidence | " + " | ".join(kinds)
           + " | mean over kinds |")
-    print("|---" * (len(kinds) + 4) + "|")
+    print("|---" * (len(kinds) + 5) + "|")
     failed = []
-    for scale_text in args.scales:
+    for scale_text, max_side in itertools.product(args.scales, args.max_side):
         scales = tuple(float(v) for v in scale_text.split("/"))
         matter = Matter(args.model, weights=args.weights, scales=scales, min_region=0,
-                        min_confidence=0)
+                        min_confidence=0, max_side=max_side)
         scores, bad = sweep(matter, by_kind, args.min_region, args.min_confidence, args.limit)
         failed += bad
         for (region, confidence), by in scores.items():
             cells = " | ".join(f"{by[k]:.3f}" for k in kinds)
-            print(f"| {scale_text} | {region:g} | {confidence:g} | {cells} | "
+            print(f"| {scale_text} | {max_side} | {region:g} | {confidence:g} | {cells} | "
                   f"{np.mean(list(by.values())):.3f} |", flush=True)
     for path, reason in dict(failed).items():
         print(f"defaults_sweep.py: skipped {path}: {reason}", file=sys.stderr)

@@ -47,6 +47,24 @@ def time_calls(fn, x, runs=50, warmup=5):
             "fps": 1000.0 / median}
 
 
+def set_tensorflow_threads(threads):
+    """TensorFlow's intra- and inter-op thread pools, both `threads` wide. They can be set
+    once per process, before TensorFlow runs anything: ValueError after that, unless they
+    already have this width."""
+    import tensorflow as tf
+
+    cfg = tf.config.threading
+    if (cfg.get_intra_op_parallelism_threads(),
+            cfg.get_inter_op_parallelism_threads()) == (threads, threads):
+        return
+    try:
+        cfg.set_intra_op_parallelism_threads(threads)
+        cfg.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as err:
+        raise ValueError(f"threads={threads}: TensorFlow already runs in this process with "
+                         f"other thread pools ({err})") from None
+
+
 def bench(model, size, backend="keras", *, threads=None, runs=50, peer_tflite=None,
           quantize=None):
     """Times the model alone (input already prepared) at `size` = (H, W).
@@ -55,23 +73,23 @@ def bench(model, size, backend="keras", *, threads=None, runs=50, peer_tflite=No
         {label: {median_ms, p90_ms, fps}} for the model and, when given, the peer (run at its
         own input size, as its authors do).
     """
-    from humanmatting.inference import Matter
+    from humanmatting.evaluation import TFLitePeer
+    from humanmatting.inference import AUTO, Matter, check_sizes
+    from humanmatting.registry import get_preset
 
+    # what can be wrong with the request fails before TensorFlow's thread pools are fixed
+    if isinstance(model, str) and model != AUTO:
+        check_sizes([size], get_preset(model).input.divisor)
+    peer = TFLitePeer(peer_tflite, threads=threads or 2) if peer_tflite else None
     if threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        set_tensorflow_threads(threads)
     matter = Matter(model, backend=backend, sizes=[size], threads=threads, quantize=quantize)
     x = matter.preprocess(bench_image(size), trimap=bench_trimap(size) if
                           matter.input_spec.trimap else None)
     label = backend + (f" {quantize}" if quantize else "")
     out = {f"{matter.name} ({label}, {size[0]}x{size[1]})": time_calls(
         matter.run, x, runs)}
-    if peer_tflite:
-        from humanmatting.evaluation import TFLitePeer
-
-        peer = TFLitePeer(peer_tflite, threads=threads or 2)
+    if peer is not None:
         px = np.random.default_rng(0).uniform(0, 1, (1, peer.height, peer.width,
                                                      peer.channels)).astype(np.float32)
         out[f"peer {peer_tflite} ({peer.height}x{peer.width})"] = time_calls(peer.run, px, runs)

@@ -103,6 +103,9 @@ class Preset:
             input's table nearest each image's aspect ratio; N > 0 at the image's own size
             (each side rounded to the divisor), scaled down first to a long side of N (trimap
             matting: the detail of the band is the task).
+        release_dtype: how the released weights file stores its arrays: "float32", or
+            "float16" for a larger model (half the bytes; loaded back into float32 variables,
+            its output moving by about 1e-3).
         foreign_loader: None, or function(training-form model, path) that loads a checkpoint
             of the family's original code (`.pth`, `.safetensors`, `.npz` state dicts) into
             it; `create_model(name, weights=that file)` then builds the training form, loads
@@ -124,12 +127,16 @@ class Preset:
     min_region: float = 0.0
     min_confidence: float = 0.0
     max_side: int = 0
+    release_dtype: str = "float32"
     foreign_loader: object = None
 
     def __post_init__(self):
         object.__setattr__(self, "output", OutputSpec.of(self.output))
         if self.task not in TASKS:
             raise ValueError(f"{self.name}: task must be one of {TASKS}, got {self.task!r}")
+        if self.release_dtype not in ("float32", "float16"):
+            raise ValueError(f"{self.name}: release_dtype must be 'float32' or 'float16', "
+                             f"got {self.release_dtype!r}")
         if (self.task == "trimap_matting") != self.input.trimap:
             raise ValueError(f"{self.name}: a trimap_matting model takes a trimap input and "
                              "a segmentation model none")

@@ -1,6 +1,9 @@
 """Shared fixtures: small generated images and videos, and a quiet TensorFlow."""
 
+import contextlib
+import io
 import os
+import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -9,6 +12,39 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from humanmatting.io import sample_image_path  # noqa: E402
+
+
+def run_cli(*args, cwd, stdin=None):
+    """`humanmatting ARGS` in this process, as a finished process (returncode, stdout,
+    stderr): a new interpreter would import TensorFlow again for every call (about 5 s each,
+    minutes over the suite). With `stdin` (bytes) the command reads them from a binary
+    stdin and its stdout and stderr come back as bytes, as from a pipe. `test_list` and the
+    `--watch`, `bench` and one pipe test run the real entry point in a subprocess
+    (`tests/test_cli.py`)."""
+    import sys
+    from unittest import mock
+
+    from humanmatting.cli.main import main
+
+    out, err = io.BytesIO(), io.StringIO()
+    text_out = io.TextIOWrapper(out, write_through=True)
+    fake_in = io.TextIOWrapper(io.BytesIO(stdin or b""))
+    argv = [str(a) for a in args]
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with mock.patch.object(sys, "stdin", fake_in), contextlib.redirect_stdout(text_out), \
+                contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as stop:   # argparse's usage errors, --version
+                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+            text_out.flush()
+    finally:
+        os.chdir(here)
+    if stdin is None:
+        return subprocess.CompletedProcess(argv, code, out.getvalue().decode(), err.getvalue())
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue().encode())
 
 
 @pytest.fixture(autouse=True)

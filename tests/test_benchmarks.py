@@ -211,20 +211,22 @@ def test_defaults_sweep_matches_matter_with_the_same_settings(tmp_path):
     config.write_text(f"data:\n  - {{path: {people}, photos: portraits, val_fraction: 0.5}}\n"
                       f"  - {{path: {scenes}, photos: scenes, val_fraction: 0.5}}\n")
     result = run_script("defaults_sweep.py", "--config", config, "--model",
-                        "likeunet_night_lite", "--scales", "1", "--min-region", "0", "0.01",
-                        "--min-confidence", "0", "0.9", cwd=tmp_path)
+                        "likeunet_night_lite", "--scales", "1", "--max-side", "0", "64",
+                        "--min-region", "0", "0.01", "--min-confidence", "0", "0.9", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = [ln.split(" | ") for ln in result.stdout.splitlines()[2:]]
-    assert [(r[1], r[2]) for r in rows] == [("0", "0"), ("0", "0.9"), ("0.01", "0"),
-                                            ("0.01", "0.9")]
+    assert [(r[1], r[2], r[3]) for r in rows] == [
+        (side, region, confidence) for side in ("0", "64") for region in ("0", "0.01")
+        for confidence in ("0", "0.9")]
     by_kind = validation_by_kind(load_config(config).data)
-    for region, confidence in ((0.0, 0.0), (0.01, 0.9)):
+    for side, region, confidence in ((0, 0.0, 0.0), (0, 0.01, 0.9), (64, 0.0, 0.0)):
         matter = Matter("likeunet_night_lite", scales=(1.0,), min_region=region,
-                        min_confidence=confidence)
+                        min_confidence=confidence, max_side=side)
         expected = evaluate_by_kind({"m": matter}, by_kind)
-        row = next(r for r in rows if (float(r[1]), float(r[2])) == (region, confidence))
+        row = next(r for r in rows
+                   if (int(r[1]), float(r[2]), float(r[3])) == (side, region, confidence))
         for k, kind in enumerate(by_kind):
-            assert float(row[3 + k]) == pytest.approx(
+            assert float(row[4 + k]) == pytest.approx(
                 expected[kind]["per_model"]["m"]["iou"], abs=6e-4)
 
 

@@ -9,21 +9,21 @@ import numpy as np
 import pytest
 
 import humanmatting
-from conftest import fixed_size_peer, make_folder_dataset, make_person_image
+from conftest import fixed_size_peer, make_folder_dataset, make_person_image, run_cli
 
 
-def run_cli(*args, cwd):
+def run_cli_process(*args, cwd):
     return subprocess.run([sys.executable, "-m", "humanmatting", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 
 def test_list(tmp_path):
-    result = run_cli("list", cwd=tmp_path)
+    result = run_cli_process("list", cwd=tmp_path)   # the real entry point, its start quiet
     assert result.returncode == 0, result.stderr
     assert "likeunet_dark_light_original" in result.stdout
     assert "likeunet_night_lite" in result.stdout
     assert result.stderr == ""
-    result = run_cli("--version", cwd=tmp_path)
+    result = run_cli_process("--version", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout == f"humanmatting {humanmatting.__version__}\n"
 
 
@@ -325,8 +325,10 @@ def test_eval_where_no_pair_can_be_read_says_so(tmp_path):
 
 def test_bench_prints_latency_next_to_a_peer(tmp_path):
     peer = fixed_size_peer(tmp_path / "peer.tflite")
-    result = run_cli("bench", "--model", "likeunet_night_lite", "--size", "64x96", "--backend",
-                     "tflite", "--threads", "1", "--runs", "3", "--peer-tflite", peer, cwd=tmp_path)
+    # its own process: --threads sets TensorFlow's thread pools, once per process
+    result = run_cli_process("bench", "--model", "likeunet_night_lite", "--size", "64x96",
+                             "--backend", "tflite", "--threads", "1", "--runs", "3",
+                             "--peer-tflite", peer, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
     ours = next(r for r in rows if r[0] == "likeunet_night_lite")
@@ -342,9 +344,9 @@ def test_bench_prints_latency_next_to_a_peer(tmp_path):
 
 
 def test_bench_runs_the_released_int8_file(tmp_path):
-    result = run_cli("bench", "--model", "likeunet_night_lite", "--size", "64x96", "--backend",
-                     "tflite", "--quantize", "int8", "--threads", "1", "--runs", "2",
-                     cwd=tmp_path)
+    result = run_cli_process("bench", "--model", "likeunet_night_lite", "--size", "64x96",
+                             "--backend", "tflite", "--quantize", "int8", "--threads", "1",
+                             "--runs", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "likeunet_night_lite (tflite int8, 64x96)" in result.stdout
     assert "no released int8 file" not in result.stderr      # the shipped one, not a new one
@@ -421,9 +423,13 @@ def _stream_images(data):
     return list(iter_stream_images(io.BytesIO(data)))
 
 
-def run_pipe(*args, stdin, cwd):
-    return subprocess.run([sys.executable, "-m", "humanmatting", *map(str, args)], cwd=cwd,
-                          input=stdin, capture_output=True, timeout=300)
+def run_pipe(*args, stdin, cwd, process=False):
+    """`humanmatting ARGS` with bytes on stdin, stdout as bytes; in this process unless
+    `process` (the real pipes of a subprocess)."""
+    if process:
+        return subprocess.run([sys.executable, "-m", "humanmatting", *map(str, args)], cwd=cwd,
+                              input=stdin, capture_output=True, timeout=300)
+    return run_cli(*args, cwd=cwd, stdin=stdin)
 
 
 @pytest.mark.slow
@@ -436,7 +442,7 @@ def test_predict_pipe_reads_images_or_raw_frames_and_writes_pngs(tmp_path):
         frame, "alpha")
     # PNGs one after another (ffmpeg -f image2pipe -c:v png)
     result = run_pipe("predict", "-", "-o", "-", *plain, stdin=_png(frame[..., ::-1]) * 2,
-                      cwd=tmp_path)
+                      cwd=tmp_path, process=True)
     assert result.returncode == 0, result.stderr
     outs = _stream_images(result.stdout)
     assert len(outs) == 2 and all(o.shape == (64, 96, 3) for o in outs)

@@ -1,14 +1,12 @@
 """refine-masks: pseudo alphas from binary masks, resumable, labelled."""
 
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import make_folder_dataset
+from conftest import make_folder_dataset, run_cli
 from humanmatting.data.readers import read_dataset
 from humanmatting.data.refine import refine_alpha, refine_folder, trimap_from_mask
 
@@ -83,9 +81,9 @@ def test_refine_masks_cli_resumes_and_labels(tmp_path):
     (data / "images" / "bad.jpg").write_bytes(b"\xff\xd8 nope")
     cv2.imwrite(str(data / "masks" / "bad.png"), np.zeros((48, 40), np.uint8))
     out = tmp_path / "refined"
-    cmd = [sys.executable, "-m", "humanmatting", "refine-masks", "--data", str(data), "--out",
-           str(out), "--workers", "1", "--erode", "2", "--dilate", "2"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    cmd = ["refine-masks", "--data", data, "--out", out, "--workers", "1", "--erode", "2",
+           "--dilate", "2"]
+    first = run_cli(*cmd, cwd=tmp_path)
     assert first.returncode == 1 and "bad.jpg" in first.stderr
     assert "3 alpha(s) written" in first.stdout
     assert json.loads((out / "dataset.json").read_text())["pseudo_ground_truth"] is True
@@ -93,7 +91,7 @@ def test_refine_masks_cli_resumes_and_labels(tmp_path):
     pairs = read_dataset(out)
     assert pairs.refined and len(pairs) == 3
     (data / "images" / "bad.jpg").unlink()
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    second = run_cli(*cmd, cwd=tmp_path)
     assert second.returncode == 0 and "0 alpha(s) written, 3 already there" in second.stdout
 
 
@@ -114,9 +112,7 @@ def test_refine_folder_rejects_bad_options_before_writing(tmp_path, options, mes
 def test_refine_masks_cli_refuses_to_write_into_its_input(tmp_path):
     data = make_folder_dataset(tmp_path / "d", count=1, shape=(32, 32))
     before = sorted(p.relative_to(data).as_posix() for p in data.rglob("*"))
-    result = subprocess.run([sys.executable, "-m", "humanmatting", "refine-masks", "--data",
-                             str(data), "--out", str(data / ".")], capture_output=True,
-                            text=True, timeout=300)
+    result = run_cli("refine-masks", "--data", data, "--out", f"{data}/.", cwd=tmp_path)
     assert result.returncode == 1
     assert "is the --data folder itself" in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == before

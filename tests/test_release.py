@@ -151,13 +151,39 @@ def test_carry_releases_nights_weights_as_dark(tmp_path, capsys):
 
 
 
+def test_float16_releases_take_half_the_bytes_and_load_into_float32(tmp_path, monkeypatch):
+    import dataclasses
+
+    import humanmatting
+    from humanmatting.registry import get_preset
+    from humanmatting.training import release
+
+    model = humanmatting.create_model("likeunet_night", weights=None)
+    full = release.write_release(model, "likeunet_night", tmp_path / "full", log=lambda _: None)
+    half_preset = dataclasses.replace(get_preset("likeunet_night"), release_dtype="float16")
+    monkeypatch.setattr(release, "get_preset", lambda name: half_preset)
+    half = release.write_release(model, "likeunet_night", tmp_path / "half", log=lambda _: None)
+    assert half["bytes"] < 0.6 * full["bytes"]
+    # nothing staged is left behind
+    assert sorted(p.name for p in (tmp_path / "half").iterdir()) == [
+        "SHA256SUMS", "likeunet_night.weights.h5"]
+    loaded = humanmatting.create_model("likeunet_night", weights=half["weights"])
+    for ours, theirs in zip(loaded.weights, model.weights):
+        assert ours.dtype == "float32"
+        np.testing.assert_array_equal(np.asarray(ours),
+                                      np.asarray(theirs).astype(np.float16).astype(np.float32))
+    with pytest.raises(ValueError, match="release_dtype must be 'float32' or 'float16'"):
+        dataclasses.replace(half_preset, release_dtype="int8")
+
+
 def test_write_release_refuses_a_file_over_the_limit(tmp_path, monkeypatch):
     import humanmatting
     from humanmatting.training import release
 
     model = humanmatting.create_model("likeunet_night", weights=None)
     monkeypatch.setattr(release, "MAX_RELEASE_BYTES", 1000)
-    with pytest.raises(ValueError, match="over the 5 MiB release limit; nothing was written"):
+    with pytest.raises(ValueError, match="over the 0.000953674 MiB release limit; nothing "
+                                         "was written"):
         release.write_release(model, "likeunet_night", tmp_path)
     assert not list(tmp_path.iterdir())
 

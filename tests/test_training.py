@@ -2,15 +2,13 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 import humanmatting
-from conftest import fixed_size_peer, make_folder_dataset
+from conftest import fixed_size_peer, make_folder_dataset, run_cli
 from humanmatting.training import load_config
 from humanmatting.training.fit import fit
 from humanmatting.training.transfer import init_from_deploy, transfer_deploy, transfer_weights
@@ -267,17 +265,14 @@ def test_train_and_eval_cli(tmp_path):
     data = make_folder_dataset(tmp_path / "data", count=4, shape=(80, 64))
     (data / "images" / "broken.jpg").write_bytes(b"\xff\xd8 no")
     (data / "masks" / "broken.png").write_bytes(b"\x89PNG no")
-    result = subprocess.run(
-        [sys.executable, "-m", "humanmatting", "eval", "--data", str(data), "--json"],
-        capture_output=True, text=True, timeout=300)
+    result = run_cli("eval", "--data", data, "--json", cwd=tmp_path)
     assert result.returncode == 1                       # one pair failed
     report = json.loads(result.stdout)
     assert report["count"] == 4
     scores = report["per_model"][humanmatting.DEFAULT_MODEL]
     assert set(scores) == {"iou", "miou", "boundary_f", "mae"}
     assert "broken.jpg" in result.stderr
-    bad = subprocess.run([sys.executable, "-m", "humanmatting", "train", "--config",
-                          str(tmp_path / "none.yaml")], capture_output=True, text=True)
+    bad = run_cli("train", "--config", tmp_path / "none.yaml", cwd=tmp_path)
     assert bad.returncode == 1 and "none.yaml: no such config file" in bad.stderr
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from humanmatting.fusion import fuse, is_deploy
 from humanmatting.layers import RSU, BilinearUpsample
+from conftest import run_cli
 
 EPS = 1e-5
 
@@ -222,26 +223,21 @@ def test_a_state_dict_of_our_weights_under_the_original_names_loads_back(tmp_pat
 
 
 def test_convert_cli_writes_the_deploy_form_of_an_original_checkpoint(tmp_path):
-    import subprocess
-    import sys
-
     import humanmatting
     from humanmatting.models.u2net import torch_state
 
     model = humanmatting.create_model("u2netp", weights=None, deploy=False)
     np.savez(tmp_path / "u2netp.npz", **torch_state(model))
     out = tmp_path / "u2netp.weights.h5"
-    run = subprocess.run([sys.executable, "-m", "humanmatting", "convert", "--model", "u2netp",
-                          "--weights", str(tmp_path / "u2netp.npz"), "--output", str(out)],
-                         capture_output=True, text=True, timeout=300)
+    run = run_cli("convert", "--model", "u2netp", "--weights", tmp_path / "u2netp.npz",
+                  "--output", out, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     deployed = humanmatting.create_model("u2netp", weights=out)
     x = np.random.default_rng(1).uniform(-1, 1, (1, 32, 64, 3)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(deployed(x)["fused"]),
                                np.asarray(model(x)["fused"]), atol=1e-5)
-    bad = subprocess.run([sys.executable, "-m", "humanmatting", "convert", "--model", "u2netp",
-                          "--weights", str(tmp_path / "missing.pth"), "--output", str(out)],
-                         capture_output=True, text=True, timeout=300)
+    bad = run_cli("convert", "--model", "u2netp", "--weights", tmp_path / "missing.pth",
+                  "--output", out, cwd=tmp_path)
     assert bad.returncode == 1 and "missing.pth" in bad.stderr
 
 

@@ -194,7 +194,8 @@ MAX_SIDE = 640
 
 
 @register_model(input=IMAGE_TRIMAP, output=OutputSpec(kind="alpha"), task="trimap_matting",
-                max_side=MAX_SIDE, foreign_loader=_load_original, description="IndexNet (Lu et al. 2019): image + trimap -> alpha, MobileNetV2 "
+                max_side=MAX_SIDE, release_dtype="float16", foreign_loader=_load_original,
+                description="IndexNet (Lu et al. 2019): image + trimap -> alpha, MobileNetV2 "
                             "with learned index pooling; no weights yet")
 def indexnet_mobilenetv2(**kwargs):
     return indexnet_model(**kwargs)

@@ -1,7 +1,10 @@
 """Releasing weights: the one writer, and the ways a release is made from trained files.
 
 - `write_release(model, name, folder)`: deploy-form weights written atomically as
-  `folder/<name>.weights.h5` (at most 5 MiB), their sha256 recorded in `folder/SHA256SUMS`.
+  `folder/<name>.weights.h5` (at most 16 MiB: the repository keeps every release in its
+  history), their sha256 recorded in `folder/SHA256SUMS`. A preset whose `release_dtype` is
+  "float16" is stored at half precision (`half_precision_file`; Keras loads it back into
+  float32 variables).
   Every release goes through it (`humanmatting train` with `export: true`, `release`,
   `soup`, `carry`).
 - `release_file`: fuse a training-form `.weights.h5` (e.g. a GPU run's `best.weights.h5`).
@@ -21,10 +24,10 @@ from humanmatting.fusion import fuse
 from humanmatting.io import atomic_path
 from humanmatting.registry import create_model, get_preset, sha256_file
 
-MAX_RELEASE_BYTES = 5 * 1024 * 1024
+MAX_RELEASE_BYTES = 16 * 1024 * 1024
 
-__all__ = ["MAX_RELEASE_BYTES", "card_history", "carry", "release_file", "soup",
-           "update_sums", "write_card", "write_release"]
+__all__ = ["MAX_RELEASE_BYTES", "card_history", "carry", "half_precision_file",
+           "release_file", "soup", "update_sums", "write_card", "write_release"]
 
 
 def update_sums(folder, name, digest):
@@ -37,20 +40,48 @@ def update_sums(folder, name, digest):
         tmp.write_text("\n".join(sorted(lines, key=lambda ln: ln.split()[-1])) + "\n")
 
 
+def half_precision_file(source, target):
+    """Copies a Keras `.weights.h5` file with every float32 array stored as float16 (half the
+    bytes; groups, attributes and other arrays as they are). `target` is written whole or
+    not at all."""
+    import h5py
+
+    def copy(src, dst):
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        for key, item in src.items():
+            if isinstance(item, h5py.Group):
+                copy(item, dst.create_group(key))
+            else:
+                data = item[()]
+                if getattr(data, "dtype", None) == np.float32:
+                    data = data.astype(np.float16)
+                copy_attrs = dst.create_dataset(key, data=data)
+                for name, value in item.attrs.items():
+                    copy_attrs.attrs[name] = value
+
+    with atomic_path(target) as tmp, h5py.File(source, "r") as src, h5py.File(tmp, "w") as dst:
+        copy(src, dst)
+
+
 def write_release(model, name, folder, *, log=print):
-    """Writes a deploy-form model's weights as `folder/<name>.weights.h5` and records their
-    sha256; returns {"weights", "bytes", "sha256"}."""
+    """Writes a deploy-form model's weights as `folder/<name>.weights.h5` (as float16 where
+    the preset's `release_dtype` says so) and records their sha256; returns {"weights",
+    "bytes", "sha256"}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.weights.h5"
     staged = folder / f".staged-{name}.weights.h5"   # checked before it replaces a release
     with atomic_path(staged) as tmp:
         model.save_weights(tmp)
+    if get_preset(name).release_dtype == "float16":
+        half_precision_file(staged, staged)
     size = staged.stat().st_size
     if size > MAX_RELEASE_BYTES:
         staged.unlink()
-        raise ValueError(f"{path} would be {size / 2**20:.1f} MiB, over the 5 MiB release "
-                         "limit; nothing was written")
+        raise ValueError(f"{path} would be {size / 2**20:.1f} MiB, over the "
+                         f"{MAX_RELEASE_BYTES / 2**20:g} MiB release limit; nothing was "
+                         "written")
     staged.replace(path)
     digest = sha256_file(path)
     update_sums(folder, path.name, digest)
