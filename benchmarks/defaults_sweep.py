@@ -2,11 +2,13 @@
 
     python benchmarks/defaults_sweep.py --config configs/likeunet_night_people.yaml \\
         --model likeunet_night [--weights FILE] [--scales 0.8/1.2 1/1.4] [--max-side 0 640] \\
-        [--min-region 0 0.001 0.005] [--min-confidence 0 0.5 0.75] [--limit N]
+        [--zoom off 0.3:1.2/1.8] [--min-region 0 0.001 0.005] [--min-confidence 0 0.5 0.75] \\
+        [--limit N]
 
-For each scale set and each `max_side` (0: the size from the model's table; N: the image's
-own size, its long side at most N), with flip and refinement as the model's defaults, each
-validation image runs once (`Matter.predict_parts`); every (min_region, min_confidence) pair is then applied
+For each scale set, each `max_side` (0: the size from the model's table; N: the image's
+own size, its long side at most N) and each zoom (off, or BELOW:SCALES: images whose people
+cover less than BELOW of the image run again at SCALES), with flip and refinement as the
+model's defaults, each validation image runs once (`Matter.predict_parts`); every (min_region, min_confidence) pair is then applied
 to the same belief and refined alpha (`remove_small_regions`). Prints one row per setting:
 person IoU (mean per image; people-free images score 1 when no pixel is a person) for each
 kind of photo and the plain mean over kinds, the figure a default is chosen by, so that no one
@@ -54,6 +56,14 @@ def sweep(matter, by_kind, regions, confidences, limit=None):
     return scores, failed
 
 
+def parse_zoom(text):
+    """'off' -> False; '0.3:1.2/1.8' -> (0.3, (1.2, 1.8))."""
+    if text == "off":
+        return False
+    below, _, scales = text.partition(":")
+    return float(below), tuple(float(v) for v in scales.split("/"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="a training config (its val split)")
@@ -64,6 +74,8 @@ def main():
     parser.add_argument("--max-side", nargs="+", type=int, default=[0],
                         help="0: the size from the model's table; N: each image at its own "
                              "size, its long side at most N (default: 0)")
+    parser.add_argument("--zoom", nargs="+", default=["off"],
+                        help="off, or BELOW:S/S/... (default: off)")
     parser.add_argument("--min-region", nargs="+", type=float, default=[0.0, 0.001, 0.005])
     parser.add_argument("--min-confidence", nargs="+", type=float, default=[0.0, 0.5, 0.75])
     parser.add_argument("--limit", type=positive_int, default=None,
@@ -78,20 +90,21 @@ def main():
         print(f"defaults_sweep.py: {err}", file=sys.stderr)
         return 1
     kinds = list(by_kind)
-    print("| scales | max_side | min_region | min_confidence | " + " | ".join(kinds)
+    print("| scales | max_side | zoom | min_region | min_confidence | " + " | ".join(kinds)
           + " | mean over kinds |")
-    print("|---" * (len(kinds) + 5) + "|")
+    print("|---" * (len(kinds) + 6) + "|")
     failed = []
-    for scale_text, max_side in itertools.product(args.scales, args.max_side):
+    for scale_text, max_side, zoom_text in itertools.product(args.scales, args.max_side,
+                                                             args.zoom):
         scales = tuple(float(v) for v in scale_text.split("/"))
         matter = Matter(args.model, weights=args.weights, scales=scales, min_region=0,
-                        min_confidence=0, max_side=max_side)
+                        min_confidence=0, max_side=max_side, zoom=parse_zoom(zoom_text))
         scores, bad = sweep(matter, by_kind, args.min_region, args.min_confidence, args.limit)
         failed += bad
         for (region, confidence), by in scores.items():
             cells = " | ".join(f"{by[k]:.3f}" for k in kinds)
-            print(f"| {scale_text} | {max_side} | {region:g} | {confidence:g} | {cells} | "
-                  f"{np.mean(list(by.values())):.3f} |", flush=True)
+            print(f"| {scale_text} | {max_side} | {zoom_text} | {region:g} | {confidence:g} | "
+                  f"{cells} | {np.mean(list(by.values())):.3f} |", flush=True)
     for path, reason in dict(failed).items():
         print(f"defaults_sweep.py: skipped {path}: {reason}", file=sys.stderr)
     return 1 if failed else 0

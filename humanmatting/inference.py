@@ -12,8 +12,8 @@ from humanmatting.data.refine import estimate_foreground  # noqa: F401 (re-expor
 from humanmatting.fusion import fuse, is_deploy
 from humanmatting.io import OUTPUT_FORMATS, load_gray, load_rgb
 from humanmatting.registry import (DEFAULT_MODEL, check_max_side, check_min_confidence,
-                                   check_min_region, check_scales, create_model, get_preset,
-                                   released_tflite)
+                                   check_min_region, check_scales, check_zoom, create_model,
+                                   get_preset, released_tflite)
 from humanmatting.specs import (PERSON_BAND, TRIMAP_BG, TRIMAP_FG, TRIMAP_UNKNOWN, InputSpec,
                                 OutputSpec, check_trimap, person_probability, person_trimap,
                                 to_model_input)
@@ -259,6 +259,13 @@ class Matter:
             use after installation, then load from numba's cache). False: none. None: the
             preset's default ("cf" for the registered LikeUnets, none for a keras.Model
             passed directly).
+        zoom: for still images whose people are small: (below, scales). When the person
+            pixels (>= 0.5) of the first passes cover less than `below` of the image, and
+            more than none, the image runs again at `scales` (larger multiples of its
+            size) and that answer replaces the first: people in street scenes and groups are
+            found better when they are larger in the model's input, while close portraits
+            lose there. None: the preset's default ((0.3, (1.2, 1.8)) for the full-size
+            LikeUnets, `humanmatting.models.likeunet.ZOOM`); False: off.
         min_region: drop person regions smaller than this fraction of the image
             (`remove_small_regions`, after refinement; 1-7 ms at 640x480 on this 2-core
             machine, so video frames keep it). None: the preset's default (0.005 for the
@@ -270,8 +277,9 @@ class Matter:
             foliage). It also deletes real people the model is unsure of (street scenes,
             groups: `humanmatting.models.likeunet.MIN_CONFIDENCE`), so it is off by default
             (0 for every preset; 0.75 was the LikeUnets' default until 2026-12-04).
-        realtime: for video and webcam frames: the defaults of `flip`, `scales` and `refine`
-            become one plain pass (no flip, (1.0,), no refinement) whatever the preset says;
+        realtime: for video and webcam frames: the defaults of `flip`, `scales`, `zoom` and
+            `refine` become one plain pass (no flip, (1.0,), no zoom, no refinement) whatever
+            the preset says;
             arguments given explicitly still win. `min_region` and `min_confidence` stay as
             they are.
         matting_trimap: None (refinement solves a band around the 0.5 edge), or
@@ -292,7 +300,7 @@ class Matter:
                  sizes=None, output="softmax2", exported=None, threads=None, flip=None,
                  scales=None, refine=None, realtime=False, quantize=None, min_region=None,
                  min_confidence=None, matting_trimap=None, segmenter=None, person_band=None,
-                 max_side=None):
+                 max_side=None, zoom=None):
         self.segmenter = None
         if isinstance(model, str) and model == AUTO:
             self.segmenter = Matter(segmenter or DEFAULT_MODEL, backend=backend,
@@ -318,6 +326,7 @@ class Matter:
             flip = False if flip is None else flip
             scales = (1.0,) if scales is None else scales
             refine = False if refine is None else refine
+            zoom = False if zoom is None else zoom
         if isinstance(model, str):
             preset = get_preset(model)
             self.name = model
@@ -332,6 +341,7 @@ class Matter:
             min_confidence = (preset.min_confidence if min_confidence is None
                               else min_confidence)
             max_side = preset.max_side if max_side is None else max_side
+            zoom = preset.zoom if zoom is None else zoom
         elif isinstance(model, keras.Model):
             self.name = model.name
             self.input_spec = input_spec or InputSpec(channels=model.input_shape[-1])
@@ -357,6 +367,7 @@ class Matter:
         self.backend = backend
         self.flip = bool(flip)
         self.scales = check_scales((1.0,) if scales is None else scales)
+        self.zoom = check_zoom(zoom)
         self.refine = refine or None
         self.min_region = check_min_region(min_region or 0.0)
         self.min_confidence = check_min_confidence(min_confidence or 0.0)
@@ -467,16 +478,11 @@ class Matter:
             trimap = check_trimap(trimap, (height, width), what)
         elif trimap is not None:
             raise ValueError(f"{self.name} takes no trimap (it is a {self.task} model)")
-        total = np.zeros((height, width), np.float32)
-        for scale in self.scales:
-            x = self.preprocess(image, scale, trimap)
-            alpha = self.run(x)[0]
-            if self.flip:
-                mirrored = self.run(x[:, :, ::-1])[0]
-                alpha = (alpha + mirrored[:, ::-1]) / 2
-            total += cv2.resize(alpha.astype(np.float32), (width, height),
-                                interpolation=cv2.INTER_LINEAR)
-        alpha = np.clip(total / len(self.scales), 0.0, 1.0)
+        alpha = self._passes(image, self.scales, trimap)
+        if self.zoom and trimap is None:
+            below, scales = self.zoom
+            if 0 < np.count_nonzero(alpha >= 0.5) < below * alpha.size:   # small people
+                alpha = self._passes(image, scales, trimap)
         if trimap is not None:   # the user's known regions are the answer there
             alpha[trimap == TRIMAP_FG] = 1.0
             alpha[trimap == TRIMAP_BG] = 0.0
@@ -492,6 +498,21 @@ class Matter:
             alpha = refine_alpha(image, alpha, method=self.refine, erode=band, dilate=band,
                                  cf_solver="scipy", thresholds=thresholds)
         return {"prob": prob, "alpha": alpha}
+
+    def _passes(self, image, scales, trimap):
+        """The model's person probability at the image's size: one pass per scale (two with
+        the flip), averaged."""
+        height, width = image.shape[:2]
+        total = np.zeros((height, width), np.float32)
+        for scale in scales:
+            x = self.preprocess(image, scale, trimap)
+            alpha = self.run(x)[0]
+            if self.flip:
+                mirrored = self.run(x[:, :, ::-1])[0]
+                alpha = (alpha + mirrored[:, ::-1]) / 2
+            total += cv2.resize(alpha.astype(np.float32), (width, height),
+                                interpolation=cv2.INTER_LINEAR)
+        return np.clip(total / len(scales), 0.0, 1.0)
 
     def render(self, image, fmt="rgba", background=None, *, alpha=None, post_process=False,
                trimap=None, foreground=None):

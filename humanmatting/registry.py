@@ -37,6 +37,22 @@ def check_scales(scales):
     return scales
 
 
+def check_zoom(zoom):
+    """Validates `Matter`'s zoom: None / False (off) or (below, scales): below a share of the
+    image in (0, 1), scales as `check_scales`. Returns None or (float, tuple of floats)."""
+    if zoom is None or zoom is False:
+        return None
+    try:
+        below, scales = zoom
+        below = float(below)
+    except (TypeError, ValueError):
+        raise ValueError(f"zoom must be (below, scales), e.g. (0.3, (1.2, 1.8)), got "
+                         f"{zoom!r}") from None
+    if not 0 < below < 1:
+        raise ValueError(f"zoom's share of the image must be in (0, 1), got {below}")
+    return below, check_scales(scales)
+
+
 def check_min_region(value, name="min_region", what="a fraction of the image"):
     """Validates a person-region threshold in [0, 1) (a minimum size as a fraction of the
     image, or a minimum mean probability: `what`); returns it as a float. `name` starts the
@@ -95,6 +111,10 @@ class Preset:
         refine: None, or the matting method ("cf" closed form, "knn") with which `Matter`
             refines each still image's alpha by default: a trimap from the alpha (a thin
             unknown band around its 0.5 edge) and matting of the image inside the band.
+        zoom: None, or `Matter`'s default (below, scales) for still images whose people are
+            small: when the person pixels of the first passes (at `scales`) cover less than
+            `below` of the image (and more than none), the image is run again at these
+            larger scales and that answer replaces the first.
         min_region: `Matter`'s default for dropping person regions smaller than this
             fraction of the image (`inference.remove_small_regions`; 0 = keep every region).
         min_confidence: `Matter`'s default for dropping person regions whose mean person
@@ -124,6 +144,7 @@ class Preset:
     flip: bool = False
     scales: tuple = (1.0,)
     refine: str | None = None
+    zoom: tuple | None = None
     min_region: float = 0.0
     min_confidence: float = 0.0
     max_side: int = 0
@@ -134,6 +155,7 @@ class Preset:
         object.__setattr__(self, "output", OutputSpec.of(self.output))
         if self.task not in TASKS:
             raise ValueError(f"{self.name}: task must be one of {TASKS}, got {self.task!r}")
+        object.__setattr__(self, "zoom", check_zoom(self.zoom))
         if self.release_dtype not in ("float32", "float16"):
             raise ValueError(f"{self.name}: release_dtype must be 'float32' or 'float16', "
                              f"got {self.release_dtype!r}")

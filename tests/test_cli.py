@@ -207,6 +207,13 @@ def test_predict_scales_match_the_python_api(tmp_path, sample_path):
     default = Matter("likeunet_dark", refine=False).predict(rgb)           # 0.8 and 1.2
     assert np.abs(expected - default).max() > 4 / 255
     np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
+    # --no-zoom: the first passes stand whatever the people's size
+    result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "z.png", "--model",
+                     "likeunet_dark", "--no-zoom", "--no-refine", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    got = cv2.imread(str(tmp_path / "z.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) / 255
+    expected = Matter("likeunet_dark", refine=False, zoom=False).predict(rgb)
+    np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
     result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "b.png",
                      "--scales", "0,1", cwd=tmp_path)
     assert result.returncode == 2 and "--scales: scales must be" in result.stderr

@@ -227,6 +227,40 @@ def test_realtime_is_one_plain_pass():
     assert np.abs(still - expected).max() > 1e-3
 
 
+def test_zoom_runs_images_of_small_people_again_at_its_scales(sample_path):
+    from humanmatting.registry import check_zoom
+
+    image = humanmatting.io.read_image(sample_path)
+    plain = dict(flip=False, refine=False, min_region=0, sizes=[(320, 256)])
+    first = Matter("likeunet_night", scales=(1.0,), zoom=False, **plain)
+    share = float((first.predict(image) >= 0.5).mean())
+    assert 0.05 < share < 0.95
+    larger = Matter("likeunet_night", scales=(1.5,), zoom=False, **plain).predict(image)
+    assert np.abs(larger - first.predict(image)).max() > 0.1
+    # people under `below` of the image: the answer of the larger scales replaces the first
+    small = Matter("likeunet_night", scales=(1.0,), zoom=(share + 0.01, (1.5,)), **plain)
+    np.testing.assert_array_equal(small.predict(image), larger)
+    # people over it, or a still frame of video: the first passes stand
+    for matter in (Matter("likeunet_night", scales=(1.0,), zoom=(share - 0.01, (1.5,)),
+                          **plain),
+                   Matter("likeunet_night", realtime=True, sizes=[(320, 256)], min_region=0)):
+        np.testing.assert_array_equal(matter.predict(image), first.predict(image))
+    # nobody at all: no second look (a people-free scene keeps its one pass)
+    assert Matter("likeunet_night", zoom=(0.3, (1.2, 1.8)), **plain).zoom == (0.3, (1.2, 1.8))
+    empty = np.zeros((96, 128, 3), np.uint8)
+    none = Matter("likeunet_night_lite", scales=(1.0,), zoom=(0.5, (2.0,)), **plain)
+    assert not (none.predict(empty) >= 0.5).any()
+    np.testing.assert_array_equal(
+        none.predict(empty), Matter("likeunet_night_lite", scales=(1.0,), zoom=False,
+                                    **plain).predict(empty))
+    for bad, message in [((0, (1.5,)), "share of the image must be in"),
+                         ((1.0, (1.5,)), "share of the image must be in"),
+                         ((0.3, ()), "scales must be one or more"), (0.3, "zoom must be")]:
+        with pytest.raises(ValueError, match=message):
+            check_zoom(bad)
+    assert check_zoom(None) is None and check_zoom(False) is None
+
+
 def test_scales_default_to_the_preset():
     assert Matter("likeunet_night").scales == (0.8, 1.2)
     assert Matter("likeunet_dark_light", weights=None).scales == (0.8, 1.2)

@@ -37,8 +37,8 @@ def parse_threshold(check):
 
 
 def _add_still_options(p):
-    """--flip, --scales, --refine, --min-region and --min-confidence: how `Matter` treats each
-    still image (predict, eval); with --backend and --quantize."""
+    """--flip, --scales, --no-zoom, --refine, --min-region and --min-confidence: how `Matter`
+    treats each still image (predict, eval); with --backend and --quantize."""
     add_backend_options(p)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average with the mirrored prediction (2x "
@@ -48,6 +48,10 @@ def _add_still_options(p):
                         "each image at, alphas averaged (a pass each); default: the model's "
                         "own (0.8,1.2 for the full-size LikeUnets trained here, 1,1.25,1.5 for "
                         "Night-Lite; 1 otherwise)")
+    p.add_argument("--no-zoom", dest="zoom", action="store_const", const=False, default=None,
+                   help="do not run images whose people are small again at larger scales "
+                        "(on by default for the full-size LikeUnets: people covering under "
+                        "30 %% of the image after the first passes)")
     p.add_argument("--refine", nargs="?", const="cf", default=None, choices=REFINE_METHODS,
                    metavar="METHOD",
                    help="matting of the image in a thin band around the alpha's edge, 0 / 1 "
@@ -75,11 +79,12 @@ def _add_still_options(p):
 
 
 def _still_options(args):
-    """Matter's flip / scales / refine / min_region / min_confidence / max_side (None: the
-    model's own default), backend and quantize from those options."""
+    """Matter's flip / scales / zoom / refine / min_region / min_confidence / max_side (None:
+    the model's own default), backend and quantize from those options."""
     return {"flip": args.flip, "scales": args.scales, "refine": args.refine,
             "min_region": args.min_region, "min_confidence": args.min_confidence,
-            "max_side": args.max_side, "backend": args.backend, "quantize": args.quantize}
+            "max_side": args.max_side, "zoom": args.zoom, "backend": args.backend,
+            "quantize": args.quantize}
 
 
 def _add_list(sub):
