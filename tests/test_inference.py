@@ -156,9 +156,9 @@ def test_softmax_output_convention():
 def test_flip_averages_the_mirrored_prediction():
     image = make_person_image(70, 130, seed=3)
     plain = Matter("likeunet_night", sizes=[(64, 128)], flip=False, scales=(1.0,), refine=False,
-                   min_region=0)
+                   min_region=0, zoom=False)
     flipped = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,), refine=False,
-                     min_region=0)
+                     min_region=0, zoom=False)
     x = plain.preprocess(image)
     a = np.asarray(plain._run(x))[0]
     b = np.asarray(plain._run(np.ascontiguousarray(x[:, :, ::-1])))[0][:, ::-1]
@@ -199,9 +199,9 @@ def test_scales_must_be_positive_numbers():
 def test_scales_average_the_alphas_of_each_size():
     image = make_person_image(70, 130, seed=4)
     one = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(1.0,), refine=False,
-                 min_region=0)
+                 min_region=0, zoom=False)
     two = Matter("likeunet_night", sizes=[(64, 128)], flip=True, scales=(0.5, 1.5), refine=False,
-                 min_region=0)
+                 min_region=0, zoom=False)
     parts = []
     for h, w in ((32, 64), (96, 192)):   # 64x128 times 0.5 and 1.5
         x = two.preprocess(image, scale=(h / 64))
