@@ -265,7 +265,8 @@ class Matter:
             size) and that answer replaces the first: people in street scenes and groups are
             found better when they are larger in the model's input, while close portraits
             lose there. None: the preset's default ((0.3, (1.2, 1.8)) for the full-size
-            LikeUnets, `humanmatting.models.likeunet.ZOOM`); False: off.
+            LikeUnets, (0.3, (1.8, 2.4)) for Night-Lite: `humanmatting.models.likeunet`);
+            False: off.
         min_region: drop person regions smaller than this fraction of the image
             (`remove_small_regions`, after refinement; 1-7 ms at 640x480 on this 2-core
             machine, so video frames keep it). None: the preset's default (0.005 for the

@@ -168,7 +168,8 @@ def test_predict_min_region(tmp_path, sample_path):
     # pass): --min-region 0.9 removes him
     image = cv2.resize(cv2.imread(str(sample_path)), (72, 96), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(tmp_path / "p.png"), image)
-    fast = ["--model", "likeunet_night_lite", "--no-refine", "--no-flip", "--scales", "1"]
+    fast = ["--model", "likeunet_night_lite", "--no-refine", "--no-flip", "--scales", "1",
+            "--no-zoom"]
     for value, name in (("0", "keep.png"), ("0.9", "drop.png")):
         result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / name, *fast,
                          "--min-region", value, "--min-confidence", "0", cwd=tmp_path)
@@ -199,21 +200,22 @@ def test_predict_scales_match_the_python_api(tmp_path, sample_path):
     image = cv2.resize(cv2.imread(str(sample_path)), (72, 96), interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(tmp_path / "p.png"), image)
     result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "a.png", "--model",
-                     "likeunet_dark", "--scales", "1", "--no-refine", cwd=tmp_path)
+                     "likeunet_dark", "--scales", "1", "--no-refine", "--no-zoom", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     got = cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) / 255
     rgb = np.ascontiguousarray(image[..., ::-1])
-    expected = Matter("likeunet_dark", scales=(1.0,), refine=False).predict(rgb)
-    default = Matter("likeunet_dark", refine=False).predict(rgb)           # 0.8 and 1.2
+    expected = Matter("likeunet_dark", scales=(1.0,), refine=False, zoom=False).predict(rgb)
+    default = Matter("likeunet_dark", refine=False, zoom=False).predict(rgb)   # 0.8 and 1.2
     assert np.abs(expected - default).max() > 4 / 255
     np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
-    # --no-zoom: the first passes stand whatever the people's size
+    # the astronaut covers under 30 % of this small photo: by default the zoom's answer
     result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "z.png", "--model",
-                     "likeunet_dark", "--no-zoom", "--no-refine", cwd=tmp_path)
+                     "likeunet_dark", "--no-refine", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     got = cv2.imread(str(tmp_path / "z.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) / 255
-    expected = Matter("likeunet_dark", refine=False, zoom=False).predict(rgb)
-    np.testing.assert_allclose(got, expected, atol=1 / 255 + 1e-6)
+    zoomed = Matter("likeunet_dark", refine=False).predict(rgb)
+    assert np.abs(zoomed - default).max() > 4 / 255
+    np.testing.assert_allclose(got, zoomed, atol=1 / 255 + 1e-6)
     result = run_cli("predict", tmp_path / "p.png", "--output", tmp_path / "b.png",
                      "--scales", "0,1", cwd=tmp_path)
     assert result.returncode == 2 and "--scales: scales must be" in result.stderr

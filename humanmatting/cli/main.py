@@ -50,8 +50,8 @@ def _add_still_options(p):
                         "Night-Lite; 1 otherwise)")
     p.add_argument("--no-zoom", dest="zoom", action="store_const", const=False, default=None,
                    help="do not run images whose people are small again at larger scales "
-                        "(on by default for the full-size LikeUnets: people covering under "
-                        "30 %% of the image after the first passes)")
+                        "(on by default for the LikeUnets trained here: people covering "
+                        "under 30 %% of the image after the first passes)")
     p.add_argument("--refine", nargs="?", const="cf", default=None, choices=REFINE_METHODS,
                    metavar="METHOD",
                    help="matting of the image in a thin band around the alpha's edge, 0 / 1 "

@@ -192,8 +192,13 @@ LITE_SCALES = (1.0, 1.25, 1.5)
 #: 0.547; 0.3 0.968 / 0.940 / 0.634 / 0.001 / 0.353 / 0.471, 0.561; 0.2 0.968 / 0.941 /
 #: 0.629 / 0.002 / 0.353 / 0.471, 0.561. The whole image at its own size instead (max_side
 #: 640, 20 images a kind) lifted scenes as much but cost portraits 0.03. People-free scenes
-#: pay: 2 of 34 more get a false person. Night-Lite, the real-time model, keeps it off.
+#: pay: 2 of 34 more get a false person.
 ZOOM = (0.3, (1.2, 1.8))
+#: Night-Lite's second look (its still images; video frames never zoom): short sides 461 and
+#: 614. Same sweep with `--scales 1/1.25/1.5`: off 0.952 / 0.933 / 0.424 / 0.002 / 0.271 /
+#: 0.471, 0.509; (1.8, 2.4) 0.952 / 0.925 / 0.537 / 0.005 / 0.281 / 0.471, 0.528; (1.5, 2.25)
+#: 0.952 / 0.933 / 0.545 / 0.004 / 0.275 / 0.441, 0.525 (the mean over kinds decides).
+LITE_ZOOM = (0.3, (1.8, 2.4))
 #: `Matter` drops person regions under 0.5 % of the image for the models trained here, after
 #: the refinement. Chosen on every kind of photo of the validation split (2026-12-04,
 #: `benchmarks/defaults_sweep.py --config configs/likeunet_night_people.yaml`, first
@@ -238,7 +243,7 @@ def likeunet_dark_light(**kwargs):
 
 
 @register_model(input=RGB_256, weights="likeunet_night_lite.weights.h5", flip=True,
-                scales=LITE_SCALES, refine="cf", min_region=MIN_REGION,
+                scales=LITE_SCALES, zoom=LITE_ZOOM, refine="cf", min_region=MIN_REGION,
                 min_confidence=MIN_CONFIDENCE,
                 description="LikeUnet Night-Lite: RGB, real time, depthwise-separable "
                             "ACNet blocks, trained in ACNet form")
