@@ -286,6 +286,15 @@ def test_model_cards_have_the_fixed_form_and_keep_their_history(tmp_path):
     assert text.startswith("# Model card: `m`\n")
     assert [ln[3:] for ln in text.splitlines() if ln.startswith("## ")] == list(CARD_SECTIONS)
     assert card_history(path) == ["- 2026-12-04: second,\n  on two lines.", "- 2026-12-01: first."]
+    # the service reads the first table of the validation section only
+    from humanmatting.training.release import card_numbers
+
+    write_card(tmp_path, "t", history=["- 2026-12-06: one."], log=lambda *a: None, what="w",
+               use="u", data="d", reproduce="r",
+               table="| photos | ours | peer |\n|---|---|---|\n| portraits (3) | 0.91 | 0.95 |\n"
+                     "| mean over kinds | 0.90 | 0.93 |\n\nMore:\n\n| photos | SAD |\n|---|---|\n"
+                     "| portraits (3) | 2.5 |")
+    assert card_numbers(tmp_path / "t.md") == {"portraits": 0.91, "mean": 0.90}
     # every released model's card has the same form
     from pathlib import Path
 

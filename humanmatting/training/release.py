@@ -182,8 +182,9 @@ def card_history(path):
 
 
 def card_numbers(path):
-    """{kind of photo: IoU} of this release from a card's per-kind validation table (its
-    first numeric column; "mean over kinds" as "mean"); {} without a card or a table."""
+    """{kind of photo: IoU} of this release from a card's per-kind validation table (the
+    section's first table, its first numeric column; "mean over kinds" as "mean"); {} without
+    a card or a table."""
     path = Path(path)
     if not path.exists():
         return {}
@@ -192,10 +193,11 @@ def card_numbers(path):
         start = lines.index("## " + CARD_SECTIONS[3]) + 1
     except ValueError:
         return {}
-    out = {}
+    out, in_table = {}, False
     for line in lines[start:]:
-        if line.startswith("## "):
-            break
+        if line.startswith("## ") or (in_table and not line.startswith("|")):
+            break   # the next section, or the end of the first table
+        in_table = line.startswith("|")
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 2 or not line.startswith("|"):
             continue
