@@ -188,15 +188,16 @@ def _load_original(model, path):
 
 #: still images run at their own size up to this long side (the original's test protocol:
 #: the image rounded to a multiple of 32). On the composite benchmark of 2026-12-06
-#: (checkpoints/issue28) it beat the 320 size table on SAD and MSE of the full-body
+#: (stage 1 of the first release) it beat the 320 size table on SAD and MSE of the full-body
 #: composites (2.66 / 19.4 against 2.91 / 20.8) and was level on portraits.
 MAX_SIDE = 640
 
 
 @register_model(input=IMAGE_TRIMAP, output=OutputSpec(kind="alpha"), task="trimap_matting",
-                max_side=MAX_SIDE, release_dtype="float16", foreign_loader=_load_original,
+                weights="indexnet_mobilenetv2.weights.h5", max_side=MAX_SIDE,
+                release_dtype="float16", foreign_loader=_load_original,
                 description="IndexNet (Lu et al. 2019): image + trimap -> alpha, MobileNetV2 "
-                            "with learned index pooling; no weights yet")
+                            "with learned index pooling")
 def indexnet_mobilenetv2(**kwargs):
     return indexnet_model(**kwargs)
 
