@@ -56,12 +56,17 @@ def sweep(matter, by_kind, regions, confidences, limit=None):
     return scores, failed
 
 
+def parse_scales(text):
+    """'0.8/1.2' -> (0.8, 1.2)."""
+    return tuple(float(v) for v in text.split("/"))
+
+
 def parse_zoom(text):
     """'off' -> False; '0.3:1.2/1.8' -> (0.3, (1.2, 1.8))."""
     if text == "off":
         return False
     below, _, scales = text.partition(":")
-    return float(below), tuple(float(v) for v in scales.split("/"))
+    return float(below), parse_scales(scales)
 
 
 def main():
@@ -96,9 +101,9 @@ def main():
     failed = []
     for scale_text, max_side, zoom_text in itertools.product(args.scales, args.max_side,
                                                              args.zoom):
-        scales = tuple(float(v) for v in scale_text.split("/"))
-        matter = Matter(args.model, weights=args.weights, scales=scales, min_region=0,
-                        min_confidence=0, max_side=max_side, zoom=parse_zoom(zoom_text))
+        matter = Matter(args.model, weights=args.weights, scales=parse_scales(scale_text),
+                        min_region=0, min_confidence=0, max_side=max_side,
+                        zoom=parse_zoom(zoom_text))
         scores, bad = sweep(matter, by_kind, args.min_region, args.min_confidence, args.limit)
         failed += bad
         for (region, confidence), by in scores.items():
