@@ -102,11 +102,58 @@ def test_soup_of_training_snapshots_is_the_average_of_their_releases(tmp_path, c
     assert run(["soup", "--model", "likeunet_night_lite", "--weights",
                               str(released[0]), "--training-weights", *map(str, snapshots),
                               "--models", str(models), "--arch", ARCH]) == 0
-    assert "souped 2 ingredients" in capsys.readouterr().out
+    assert "averaged 2 ingredients" in capsys.readouterr().out
     mixed = humanmatting.create_model(
         "likeunet_night_lite", weights=models / "likeunet_night_lite.weights.h5", **arch)
     for got, x, s in zip(mixed.get_weights(), a, swa):
         np.testing.assert_allclose(got, (x + s) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_release_of_a_config_averages_its_epochs_with_its_mix(tmp_path, capsys):
+    """`release_epochs` + `release_mix` make a config the whole recipe: `humanmatting release
+    --config` writes (mix + mix + SWA of the epochs) / 3, as `soup` does by hand."""
+    import keras
+
+    import humanmatting
+
+    arch = json.loads(ARCH)
+    run_dir = tmp_path / "run"
+    (run_dir / "epochs").mkdir(parents=True)
+    for epoch, path in zip((3, 4), _training_snapshots(tmp_path, arch)):
+        path.rename(run_dir / "epochs" / f"ep{epoch:03d}.weights.h5")
+    keras.utils.set_random_seed(6)
+    start = tmp_path / "start.weights.h5"
+    humanmatting.create_model("likeunet_night_lite", weights=None, deploy=True,
+                              **arch).save_weights(start)
+    config = tmp_path / "recipe.yaml"
+    config.write_text(f"model: likeunet_night_lite\noverrides: {ARCH}\nout_dir: {run_dir}\n"
+                      f"keep_epochs: true\nrelease_epochs: [3, 4]\n"
+                      f"release_mix: [{start}, {start}]\n")
+    models, by_hand = tmp_path / "models", tmp_path / "by_hand"
+    assert run(["release", "--config", str(config), "--models", str(models)]) == 0
+    out = capsys.readouterr().out
+    assert "releasing the average of epochs 3-4 (0-based), averaged with 2" in out
+    assert run(["soup", "--model", "likeunet_night_lite", "--weights", str(start), str(start),
+                "--training-weights", *sorted(map(str, (run_dir / "epochs").iterdir())),
+                "--models", str(by_hand), "--arch", ARCH]) == 0
+    got, want, first = (humanmatting.create_model("likeunet_night_lite", weights=f, **arch)
+                        for f in (models / "likeunet_night_lite.weights.h5",
+                                  by_hand / "likeunet_night_lite.weights.h5", start))
+    for g, w, s in zip(got.get_weights(), want.get_weights(), first.get_weights(), strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert any(np.abs(g - s).max() > 1e-3 for g, s in zip(got.get_weights(),
+                                                          first.get_weights()))
+
+    # an epoch the run has not reached, and recipes that cannot be released
+    assert run(["release", "--config", str(config), "release_epochs=[3, 5]",
+                "--models", str(models)]) == 1
+    assert "ep005.weights.h5: no such file (release_epochs 3-5" in capsys.readouterr().err
+    for override, says in (("release_epochs=[4, 3]", "release_epochs must be [first, last]"),
+                           ("keep_epochs=false", "release_epochs needs keep_epochs: true")):
+        assert run(["release", "--config", str(config), override]) == 1
+        assert says in capsys.readouterr().err
+    assert run(["release", "--config", str(config), "--model", "likeunet_night"]) == 1
+    assert "not both" in capsys.readouterr().err
 
 
 def test_soup_and_release_reject_bad_arguments(tmp_path, capsys):
@@ -114,7 +161,7 @@ def test_soup_and_release_reject_bad_arguments(tmp_path, capsys):
     models.mkdir()
     assert run(["soup", "--model", "likeunet_night_lite",
                               "--models", str(models)]) == 1
-    assert "soup needs weights and/or training_weights" in capsys.readouterr().err
+    assert "needs weights and/or training_weights" in capsys.readouterr().err
     for arch, says in (('{"filters": [8,', "--arch is not JSON"),
                        ("[8, 8]", "--arch must be a JSON object")):
         assert run(["release", "--model", "likeunet_night_lite", "--weights",

@@ -530,12 +530,19 @@ def _add_release_commands(sub):
                         "image_cache_short_side)")
     p.set_defaults(func=cmd_pack)
 
-    p = sub.add_parser("release", help="fuse a training-form weights file into a release",
-                       description="Fuses a training-form .weights.h5 (e.g. a GPU run's "
-                                   "best.weights.h5) and writes it to the weights folder with "
-                                   "its sha256 in SHA256SUMS.")
-    p.add_argument("--model", required=True)
-    p.add_argument("--weights", required=True, help="training-form .weights.h5")
+    p = sub.add_parser("release", help="release a training run (--config) or fuse a "
+                                       "training-form weights file into a release",
+                       description="With --config: writes what that training run releases "
+                                   "(its best epoch, or its release_epochs averaged, with its "
+                                   "release_mix files). With --model and --weights: fuses a "
+                                   "training-form .weights.h5 (e.g. a GPU run's "
+                                   "best.weights.h5). Either way the file goes to the weights "
+                                   "folder with its sha256 in SHA256SUMS.")
+    p.add_argument("--config", help="the YAML training config of a finished run")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, as for train (with --config)")
+    p.add_argument("--model")
+    p.add_argument("--weights", help="training-form .weights.h5")
     p.add_argument("--arch", default="", help="builder overrides the file was trained with, "
                                               "as JSON")
     p.add_argument("--models", default="models", help="weights folder (default: models)")
@@ -617,6 +624,26 @@ def _release_command(fn):
 
 
 def cmd_release(args):
+    from humanmatting.training.config import load_config
+
+    if args.config:
+        if args.model or args.weights or args.arch:
+            return user_error("release: give --config, or --model and --weights, not both")
+        try:
+            config = load_config(args.config, args.overrides)
+        except (ValueError, FileNotFoundError) as err:
+            return user_error(str(err))
+
+        def release():
+            from humanmatting.training.fit import describe_release, release_model
+            from humanmatting.training.release import write_release
+
+            print(f"releasing {describe_release(config)} of {config.out_dir}")
+            write_release(release_model(config), config.model, args.models)
+        return _release_command(release)
+    if args.overrides or not (args.model and args.weights):
+        return user_error("release: give --config FILE [KEY=VALUE ...], or --model and "
+                          "--weights")
     from humanmatting.training.release import release_file
 
     return _release_command(lambda: release_file(args.model, args.weights, args.models,

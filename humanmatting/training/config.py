@@ -103,6 +103,13 @@ class TrainConfig:
             (for `humanmatting soup --training-weights`, weight averaging).
         max_minutes: stop after the first epoch that ends past this many minutes of this
             session's training (0: no limit); `--resume` goes on from there.
+        release_epochs: [first, last]: the release is the average of these kept epochs
+            (inclusive, `keep_epochs`; stochastic weight averaging; [k, k]: epoch k alone)
+            instead of the best epoch.
+        release_mix: deploy-form files averaged with that, one ingredient each (a file listed
+            twice counts twice), e.g. the starting release to keep what it already does well.
+            `humanmatting release --config` and `export: true` release what these two say
+            (`fit.release_model`), so a config is the whole recipe.
     """
 
     model: str = "likeunet_night"
@@ -144,6 +151,8 @@ class TrainConfig:
     freeze_batchnorm: bool = False
     keep_epochs: bool = False
     max_minutes: float = 0.0
+    release_epochs: list = dataclasses.field(default_factory=list)
+    release_mix: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]
@@ -177,6 +186,16 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be below 1, got {self.val_fraction!r}")
         if self.distil_weight > 1:
             raise ValueError(f"distil_weight must be in [0, 1], got {self.distil_weight!r}")
+        epochs = self.release_epochs
+        if epochs and not (len(epochs) == 2 and all(
+                isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in epochs)
+                and epochs[0] <= epochs[1]):
+            raise ValueError("release_epochs must be [first, last], two epoch numbers from 0 "
+                             f"with first <= last, got {epochs!r}")
+        if epochs and not self.keep_epochs:
+            raise ValueError("release_epochs needs keep_epochs: true (the epochs' weights)")
+        if not all(isinstance(f, str) and f for f in self.release_mix):
+            raise ValueError(f"release_mix must list weights files, got {self.release_mix!r}")
 
     def to_dict(self):
         return dataclasses.asdict(self)

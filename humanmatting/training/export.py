@@ -29,16 +29,17 @@ def _peer_lines(results, name, peer="mediapipe_selfie"):
 
 
 def export_release(config, *, log=print, run_dir=None):
-    """Fuses the run's best weights, writes them and a model card to `config.export_dir`.
+    """Writes the run's release (`fit.release_model`: its best epoch, or what the config's
+    `release_epochs` / `release_mix` say) and a model card to `config.export_dir`.
 
     Returns:
         dict with the weights path, its size and sha256, and the validation results.
     """
-    from humanmatting.training.fit import load_best
+    from humanmatting.training.fit import release_model
 
     run_dir = Path(run_dir or config.out_dir)
     state = json.loads((run_dir / "state.json").read_text())
-    model = load_best(config)
+    model = release_model(config, log=log)
     name = config.model
     written = write_release(model, name, config.export_dir, log=log)
     path, size, digest = Path(written["weights"]), written["bytes"], written["sha256"]
@@ -59,6 +60,8 @@ def export_release(config, *, log=print, run_dir=None):
 
 def write_card_of_run(config, run_dir, state, model, results, names, *, log=print):
     """The fixed-form card (`release.write_card`) of a release made by `humanmatting train`."""
+    from humanmatting.training.fit import describe_release
+
     command_file = run_dir / "command.txt"
     commands = [c for c in (command_file.read_text().split("\n") if command_file.exists()
                             else [f"humanmatting train --config {run_dir / 'config.yaml'}"])
@@ -89,7 +92,8 @@ def write_card_of_run(config, run_dir, state, model, results, names, *, log=prin
         reproduce="\n".join(f"`{c}`" for c in commands) + (
             f"\n\n{state['epoch']} epochs of {config.steps_per_epoch or 'one pass'} x "
             f"{config.batch_size}, best epoch {state.get('best_epoch')} by "
-            f"{state.get('monitor')}, {hours:.2f} h on {platform.machine()} CPU."),
+            f"{state.get('monitor')}, {hours:.2f} h on {platform.machine()} CPU; released: "
+            f"{describe_release(config)}."),
         history=[f"- {datetime.date.today().isoformat()}: trained by `humanmatting train`."],
         log=log)
     keras.backend.clear_session()

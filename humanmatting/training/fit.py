@@ -37,6 +37,7 @@ from humanmatting.metrics import AlphaMAE, PersonIoU, iou, loss_term_metrics, ms
 from humanmatting.registry import create_model, get_preset
 from humanmatting.specs import person_probability
 from humanmatting.training.config import TrainConfig
+from humanmatting.training.release import average
 from humanmatting.training.transfer import init_from_deploy, transfer_weights
 
 
@@ -639,8 +640,33 @@ def _summary(run_dir, state):
             "history": history}
 
 
-def load_best(config):
-    """The best epoch's model of a run, fused to deploy form."""
-    model = create_model(config.model, weights=None, deploy=False, **config.overrides)
-    model.load_weights(Path(config.out_dir) / "best.weights.h5")
-    return fuse(model)
+def release_model(config, *, log=print):
+    """The deploy-form model a run releases: its best epoch or, with `release_epochs`, the
+    average of those kept epochs; then averaged with the `release_mix` files, if any."""
+    run_dir = Path(config.out_dir)
+    if config.release_epochs:
+        first, last = config.release_epochs
+        training = [run_dir / "epochs" / f"ep{e:03d}.weights.h5" for e in range(first, last + 1)]
+        what = f"release_epochs {first}-{last}"
+    else:
+        training, what = [run_dir / "best.weights.h5"], "the best epoch"
+    missing = [p for p in training if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: no such file ({what} of {run_dir}; has the "
+                                "run reached it?)")
+    return average(config.model, weights=config.release_mix, training_weights=training,
+                   arch=config.overrides, log=log)
+
+
+def describe_release(config):
+    """What `release_model` releases, in words (for cards and logs)."""
+    if config.release_epochs:
+        first, last = config.release_epochs
+        what = (f"the average of epochs {first}-{last} (0-based)" if first < last
+                else f"epoch {first} (0-based)")
+    else:
+        what = f"the best epoch by {config.monitor}"
+    if config.release_mix:
+        what += (f", averaged with {len(config.release_mix)} deploy-form file(s) "
+                 f"({', '.join(config.release_mix)}), one ingredient each")
+    return what

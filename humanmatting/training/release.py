@@ -8,8 +8,8 @@
   Every release goes through it (`humanmatting train` with `export: true`, `release`,
   `soup`, `carry`).
 - `release_file`: fuse a training-form `.weights.h5` (e.g. a GPU run's `best.weights.h5`).
-- `soup`: average fine-tunes of one starting point (a uniform model soup) and, from
-  training-form epoch snapshots, stochastic weight averaging.
+- `average` / `soup`: average fine-tunes of one starting point (a uniform model soup) and,
+  from training-form epoch snapshots, stochastic weight averaging; `soup` releases it.
 - `carry`: another variant's release into this one (e.g. Night's RGB weights into Dark's
   gray input), checked to give the same output.
 - `write_card`: the model card, in one fixed short form (what it is, use and limits, data,
@@ -26,7 +26,7 @@ from humanmatting.registry import create_model, get_preset, sha256_file
 
 MAX_RELEASE_BYTES = 16 * 1024 * 1024
 
-__all__ = ["MAX_RELEASE_BYTES", "card_history", "carry", "half_precision_file",
+__all__ = ["MAX_RELEASE_BYTES", "average", "card_history", "carry", "half_precision_file",
            "release_file", "soup", "update_sums", "write_card", "write_release"]
 
 
@@ -101,21 +101,24 @@ def _mean(weight_lists):
     return [np.mean(tensors, axis=0) for tensors in zip(*weight_lists)]
 
 
-def soup(name, folder, *, weights=(), training_weights=(), arch=None, log=print):
-    """Averages weights of one model, tensor by tensor, and releases the average.
+def average(name, *, weights=(), training_weights=(), arch=None, log=print):
+    """The deploy-form model whose weights are the tensor-by-tensor mean of its ingredients.
 
     Args:
         name: the registered model.
-        folder: where the release goes.
-        weights: released (deploy-form) files, each one ingredient.
+        weights: released (deploy-form) files, each one ingredient (a file given twice
+            counts twice).
         training_weights: training-form files (e.g. every epoch snapshot of one run, with
             BatchNorm frozen so that its statistics agree): averaged into one more
             ingredient, fused first (stochastic weight averaging).
         arch: builder overrides the files were trained with.
     """
     if not weights and not training_weights:
-        raise ValueError("soup needs weights and/or training_weights files")
+        raise ValueError("an average needs weights and/or training_weights files")
     arch = arch or {}
+    for path in (*weights, *training_weights):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such weights file")
     models = [create_model(name, weights=w, deploy=True, **arch) for w in weights]
     ingredients = [m.get_weights() for m in models]
     if training_weights:
@@ -129,8 +132,16 @@ def soup(name, folder, *, weights=(), training_weights=(), arch=None, log=print)
         ingredients.append(models[-1].get_weights())
         log(f"averaged {len(snapshots)} training-form files into one ingredient")
     models[0].set_weights(_mean(ingredients))
-    log(f"souped {len(ingredients)} ingredients")
-    return write_release(models[0], name, folder, log=log)
+    log(f"averaged {len(ingredients)} ingredients")
+    return models[0]
+
+
+def soup(name, folder, *, weights=(), training_weights=(), arch=None, log=print):
+    """Averages weights of one model (`average`: a uniform model soup, stochastic weight
+    averaging) and releases the average."""
+    model = average(name, weights=weights, training_weights=training_weights, arch=arch,
+                    log=log)
+    return write_release(model, name, folder, log=log)
 
 
 def carry(name, source, folder, *, weights="default", tolerance=1e-4, log=print):
