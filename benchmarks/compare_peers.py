@@ -12,7 +12,7 @@ rule: per-dataset fractions, CamVid by sequence), grouped by kind of photo (`pho
 ends with three tables (IoU, boundary F, MAE): a row per kind, a column per model and peer, and
 the mean over kinds.
 A model is `NAME[@WEIGHTS][:OPTION=VALUE,...]` with `Matter`'s still-image options
-(flip, scales, refine, min_region, min_confidence, person_band), e.g.
+(flip, scales, refine, min_region, min_confidence, person_band, max_side, zoom_weights), e.g.
 `likeunet_night:scales=1,flip=0`; `auto` is automatic matting (`Matter("auto")`).
 
 Every image is scored at its own size: each model through `Matter` (its own input convention and

@@ -13,7 +13,7 @@ from humanmatting.fusion import fuse, is_deploy
 from humanmatting.io import OUTPUT_FORMATS, load_gray, load_rgb
 from humanmatting.registry import (DEFAULT_MODEL, check_max_side, check_min_confidence,
                                    check_min_region, check_scales, check_zoom, create_model,
-                                   get_preset, released_tflite)
+                                   get_preset, released_tflite, released_zoom_weights)
 from humanmatting.specs import (PERSON_BAND, TRIMAP_BG, TRIMAP_FG, TRIMAP_UNKNOWN, InputSpec,
                                 OutputSpec, check_trimap, person_probability, person_trimap,
                                 to_model_input)
@@ -267,6 +267,11 @@ class Matter:
             lose there. None: the preset's default ((0.3, (1.2, 1.8)) for the full-size
             LikeUnets, (0.3, (1.8, 2.4)) for Night-Lite: `humanmatting.models.likeunet`);
             False: off.
+        zoom_weights: the weights the zoom passes run with: "default": the model's released
+            zoom weights (`registry.released_zoom_weights`: the same network fine-tuned for
+            people small in the frame, which close portraits, never zoomed, do not need) when
+            the model is a registered name with its default weights and such a file is
+            released, else the model itself; a `.weights.h5` path; None: the model itself.
         min_region: drop person regions smaller than this fraction of the image
             (`remove_small_regions`, after refinement; 1-7 ms at 640x480 on this 2-core
             machine, so video frames keep it). None: the preset's default (0.005 for the
@@ -301,7 +306,7 @@ class Matter:
                  sizes=None, output="softmax2", exported=None, threads=None, flip=None,
                  scales=None, refine=None, realtime=False, quantize=None, min_region=None,
                  min_confidence=None, matting_trimap=None, segmenter=None, person_band=None,
-                 max_side=None, zoom=None):
+                 max_side=None, zoom=None, zoom_weights="default"):
         self.segmenter = None
         if isinstance(model, str) and model == AUTO:
             self.segmenter = Matter(segmenter or DEFAULT_MODEL, backend=backend,
@@ -385,6 +390,20 @@ class Matter:
                 exported = released_tflite(model, quantize)
             self._run = ExportedBackend(keras_model, backend, path=exported, threads=threads,
                                         quantize=quantize, output=self.output)
+        self.zoom_weights = None   # the path the zoom passes load, if not the model's own
+        self._zoom_run = self._run
+        if zoom_weights == "default":
+            zoom_weights = (released_zoom_weights(model) if isinstance(model, str)
+                            and weights == "default" and self.zoom else None)
+        if zoom_weights is not None and self.zoom:
+            if not isinstance(model, str):
+                raise ValueError("zoom_weights needs a registered model name, not a "
+                                 "keras.Model")
+            self.zoom_weights = str(zoom_weights)
+            zoom_model = create_model(model, weights=zoom_weights)
+            self._zoom_run = (KerasBackend(zoom_model, self.output) if backend == "keras" else
+                              ExportedBackend(zoom_model, backend, threads=threads,
+                                              quantize=quantize, output=self.output))
         self.quantize = quantize
         if self.segmenter is not None:
             self.name = AUTO
@@ -483,7 +502,7 @@ class Matter:
         if self.zoom and trimap is None:
             below, scales = self.zoom
             if 0 < np.count_nonzero(alpha >= 0.5) < below * alpha.size:   # small people
-                alpha = self._passes(image, scales, trimap)
+                alpha = self._passes(image, scales, trimap, self._zoom_run)
         if trimap is not None:   # the user's known regions are the answer there
             alpha[trimap == TRIMAP_FG] = 1.0
             alpha[trimap == TRIMAP_BG] = 0.0
@@ -500,16 +519,18 @@ class Matter:
                                  cf_solver="scipy", thresholds=thresholds)
         return {"prob": prob, "alpha": alpha}
 
-    def _passes(self, image, scales, trimap):
-        """The model's person probability at the image's size: one pass per scale (two with
-        the flip), averaged."""
+    def _passes(self, image, scales, trimap, runner=None):
+        """The model's (or `runner`'s) person probability at the image's size: one pass per
+        scale (two with the flip), averaged."""
         height, width = image.shape[:2]
         total = np.zeros((height, width), np.float32)
+        run = self.run if runner is None else (
+            lambda x: np.asarray(runner(np.ascontiguousarray(x, np.float32))))
         for scale in scales:
             x = self.preprocess(image, scale, trimap)
-            alpha = self.run(x)[0]
+            alpha = run(x)[0]
             if self.flip:
-                mirrored = self.run(x[:, :, ::-1])[0]
+                mirrored = run(x[:, :, ::-1])[0]
                 alpha = (alpha + mirrored[:, ::-1]) / 2
             total += cv2.resize(alpha.astype(np.float32), (width, height),
                                 interpolation=cv2.INTER_LINEAR)

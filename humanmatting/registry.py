@@ -270,14 +270,10 @@ def resolve_weights(preset, weights):
     return path
 
 
-def released_tflite(name, quantize):
-    """The released TFLite file of a registered model in a quantized form, or None.
-
-    Such files (`<name>.<quantize>.tflite` in the weights folder, e.g. Night-Lite's int8,
-    calibrated on training photographs by `tools/release_tflite.py`) are checked against the
-    folder's SHA256SUMS like the weights.
-    """
-    path = weights_dir() / f"{name}.{quantize}.tflite"
+def _released_companion(file_name):
+    """A release's optional companion file in the weights folder, checked against the
+    folder's SHA256SUMS like the weights; None when there is none."""
+    path = weights_dir() / file_name
     if not path.is_file():
         return None
     expected = released_sha256(path.parent).get(path.name)
@@ -285,6 +281,30 @@ def released_tflite(name, quantize):
         raise ValueError(f"{path} does not match its sha256 in SHA256SUMS; the file is corrupt "
                          "or from another release")
     return path
+
+
+def released_tflite(name, quantize):
+    """The released TFLite file of a registered model in a quantized form, or None.
+
+    Such files (`<name>.<quantize>.tflite` in the weights folder, e.g. Night-Lite's int8,
+    calibrated on training photographs by `tools/release_tflite.py`) are checked against the
+    folder's SHA256SUMS like the weights.
+    """
+    return _released_companion(f"{name}.{quantize}.tflite")
+
+
+def zoom_weights_name(name):
+    """The file name of a model's released weights for `Matter`'s second look at photos of
+    small people (`zoom`)."""
+    return f"{name}.zoom.weights.h5"
+
+
+def released_zoom_weights(name):
+    """The released weights that `Matter`'s zoom passes of a registered model run with
+    (`<name>.zoom.weights.h5` in the weights folder: the same network fine-tuned for people
+    small in the frame, in scenes and groups), or None: the zoom passes use the model's
+    own weights. Checked against SHA256SUMS like the weights."""
+    return _released_companion(zoom_weights_name(name))
 
 
 #: checkpoint files of a family's original code, read by its preset's `foreign_loader`

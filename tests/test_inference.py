@@ -238,7 +238,9 @@ def test_zoom_runs_images_of_small_people_again_at_its_scales(sample_path):
     larger = Matter("likeunet_night", scales=(1.5,), zoom=False, **plain).predict(image)
     assert np.abs(larger - first.predict(image)).max() > 0.1
     # people under `below` of the image: the answer of the larger scales replaces the first
-    small = Matter("likeunet_night", scales=(1.0,), zoom=(share + 0.01, (1.5,)), **plain)
+    # (with the model's own weights: `zoom_weights` has its own test below)
+    small = Matter("likeunet_night", scales=(1.0,), zoom=(share + 0.01, (1.5,)),
+                   zoom_weights=None, **plain)
     np.testing.assert_array_equal(small.predict(image), larger)
     # people over it, or a still frame of video: the first passes stand
     for matter in (Matter("likeunet_night", scales=(1.0,), zoom=(share - 0.01, (1.5,)),
@@ -259,6 +261,54 @@ def test_zoom_runs_images_of_small_people_again_at_its_scales(sample_path):
         with pytest.raises(ValueError, match=message):
             check_zoom(bad)
     assert check_zoom(None) is None and check_zoom(False) is None
+
+
+def test_zoom_passes_run_with_the_released_zoom_weights(sample_path, tmp_path, monkeypatch):
+    """`<name>.zoom.weights.h5` beside a release: the zoom passes (and only they) run with it."""
+    import shutil
+
+    import keras
+
+    from humanmatting.registry import sha256_file, weights_dir
+    from humanmatting.training.release import update_sums, write_release
+
+    name = "likeunet_night_lite"
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(weights_dir() / f"{name}.weights.h5", folder)
+    update_sums(folder, f"{name}.weights.h5", sha256_file(folder / f"{name}.weights.h5"))
+    keras.utils.set_random_seed(3)
+    other = humanmatting.create_model(name, weights=None)
+    written = write_release(other, name, folder, zoom=True, log=lambda *a: None)
+    zoom_file = folder / f"{name}.zoom.weights.h5"
+    assert written["weights"] == str(zoom_file)
+    assert f"{name}.zoom.weights.h5" in (folder / "SHA256SUMS").read_text()
+    monkeypatch.setenv("HUMANMATTING_WEIGHTS", str(folder))
+
+    image = humanmatting.io.read_image(sample_path)
+    plain = dict(flip=False, refine=False, min_region=0, sizes=[(320, 256)])
+    first = Matter(name, scales=(1.0,), zoom=False, **plain).predict(image)
+    share = float((first >= 0.5).mean())
+    zoomed = Matter(name, scales=(1.0,), zoom=(share + 0.01, (1.5,)), **plain)
+    assert zoomed.zoom_weights == str(zoom_file)
+    by_hand = Matter(name, weights=zoom_file, scales=(1.5,), zoom=False, **plain).predict(image)
+    own = Matter(name, scales=(1.5,), zoom=False, **plain).predict(image)
+    assert np.abs(by_hand - own).max() > 0.1   # the zoom weights are another network
+    np.testing.assert_array_equal(zoomed.predict(image), by_hand)
+    # people over the share: the release's own first passes; zoom_weights=None: no companion
+    np.testing.assert_array_equal(
+        Matter(name, scales=(1.0,), zoom=(share - 0.01, (1.5,)), **plain).predict(image), first)
+    mine = Matter(name, scales=(1.0,), zoom=(share + 0.01, (1.5,)), zoom_weights=None, **plain)
+    np.testing.assert_array_equal(mine.predict(image), own)
+    # not loaded where no zoom runs (frames), nor for other weights unless asked for
+    assert Matter(name, realtime=True).zoom_weights is None
+    assert Matter(name, weights=zoom_file).zoom_weights is None
+    assert Matter(name, weights=zoom_file, zoom_weights=zoom_file).zoom_weights == str(zoom_file)
+    with pytest.raises(ValueError, match="needs a registered model name"):
+        Matter(other, zoom=(0.3, (1.5,)), zoom_weights=zoom_file)
+    zoom_file.write_bytes(zoom_file.read_bytes()[:-8] + b"corrupt!")
+    with pytest.raises(ValueError, match="does not match its sha256"):
+        Matter(name)
 
 
 def test_scales_default_to_the_preset():

@@ -154,6 +154,14 @@ def test_release_of_a_config_averages_its_epochs_with_its_mix(tmp_path, capsys):
         assert says in capsys.readouterr().err
     assert run(["release", "--config", str(config), "--model", "likeunet_night"]) == 1
     assert "not both" in capsys.readouterr().err
+    # release_zoom: the same average, as the model's zoom weights beside its release
+    assert run(["release", "--config", str(config), "release_zoom=true",
+                "--models", str(models)]) == 0
+    assert (models / "likeunet_night_lite.zoom.weights.h5").is_file()
+    zoom = humanmatting.create_model("likeunet_night_lite", **arch,
+                                     weights=models / "likeunet_night_lite.zoom.weights.h5")
+    for g, w in zip(zoom.get_weights(), want.get_weights(), strict=True):
+        np.testing.assert_array_equal(g, w)
 
 
 def test_soup_and_release_reject_bad_arguments(tmp_path, capsys):
@@ -194,6 +202,20 @@ def test_carry_releases_nights_weights_as_dark(tmp_path, capsys):
                               "likeunet_night_lite", "--models", str(models)]) == 1  # design
     assert "does not fit" in capsys.readouterr().err
     assert (models / "likeunet_dark.weights.h5").read_bytes() == before      # left alone
+    # the zoom weights: the source's released ones by default, written beside the release
+    assert run(["carry", "--model", "likeunet_dark", "--from", "likeunet_night",
+                "--zoom-weights", "--models", str(models)]) == 0
+    zoom = humanmatting.create_model("likeunet_dark",
+                                     weights=models / "likeunet_dark.zoom.weights.h5")
+    released = humanmatting.registry.released_zoom_weights("likeunet_night")
+    source = humanmatting.create_model("likeunet_night", weights=released)
+    np.testing.assert_allclose(np.asarray(zoom(gray)),
+                               np.asarray(source(np.repeat(gray, 3, -1))), atol=1e-5)
+    assert "likeunet_dark.zoom.weights.h5" in (models / "SHA256SUMS").read_text()
+    assert (models / "likeunet_dark.weights.h5").read_bytes() == before
+    assert run(["carry", "--model", "likeunet_dark", "--from", "likeunet_dark_light_original",
+                "--zoom-weights", "--models", str(models)]) == 1
+    assert "has no released zoom weights" in capsys.readouterr().err
 
 
 

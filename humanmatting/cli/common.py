@@ -169,7 +169,7 @@ def check_backend_options(args):
 
 MATTER_OPTIONS = {"flip": "bool", "refine": "refine", "scales": "scales",
                   "min_region": float, "min_confidence": float, "person_band": float,
-                  "max_side": int}
+                  "max_side": int, "zoom_weights": str}
 
 
 def parse_model_spec(text):

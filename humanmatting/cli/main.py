@@ -545,6 +545,9 @@ def _add_release_commands(sub):
     p.add_argument("--weights", help="training-form .weights.h5")
     p.add_argument("--arch", default="", help="builder overrides the file was trained with, "
                                               "as JSON")
+    p.add_argument("--zoom-weights", action="store_true",
+                   help="write MODEL.zoom.weights.h5: the weights Matter's second look at "
+                        "photos of small people runs with")
     p.add_argument("--models", default="models", help="weights folder (default: models)")
     p.set_defaults(func=cmd_release)
 
@@ -556,6 +559,9 @@ def _add_release_commands(sub):
                    help="training-form files (e.g. one run's epoch snapshots), averaged "
                         "into one more ingredient")
     p.add_argument("--arch", default="", help="builder overrides, as JSON")
+    p.add_argument("--zoom-weights", action="store_true",
+                   help="write MODEL.zoom.weights.h5: the weights Matter's second look at "
+                        "photos of small people runs with")
     p.add_argument("--models", default="models", help="weights folder (default: models)")
     p.set_defaults(func=cmd_soup)
 
@@ -565,6 +571,9 @@ def _add_release_commands(sub):
     p.add_argument("--from", dest="source", required=True, help="the variant to carry from")
     p.add_argument("--weights", default="default",
                    help="the source's deploy-form weights (default: its release)")
+    p.add_argument("--zoom-weights", action="store_true",
+                   help="carry the zoom weights (the source's released ones by default) "
+                        "into MODEL.zoom.weights.h5")
     p.add_argument("--models", default="models", help="weights folder (default: models)")
     p.set_defaults(func=cmd_carry)
 
@@ -639,7 +648,8 @@ def cmd_release(args):
             from humanmatting.training.release import write_release
 
             print(f"releasing {describe_release(config)} of {config.out_dir}")
-            write_release(release_model(config), config.model, args.models)
+            write_release(release_model(config), config.model, args.models,
+                          zoom=args.zoom_weights or config.release_zoom)
         return _release_command(release)
     if args.overrides or not (args.model and args.weights):
         return user_error("release: give --config FILE [KEY=VALUE ...], or --model and "
@@ -647,7 +657,8 @@ def cmd_release(args):
     from humanmatting.training.release import release_file
 
     return _release_command(lambda: release_file(args.model, args.weights, args.models,
-                                                 arch=parse_arch(args.arch)))
+                                                 arch=parse_arch(args.arch),
+                                                 zoom=args.zoom_weights))
 
 
 def cmd_soup(args):
@@ -655,14 +666,14 @@ def cmd_soup(args):
 
     return _release_command(lambda: soup(args.model, args.models, weights=args.weights,
                                          training_weights=args.training_weights,
-                                         arch=parse_arch(args.arch)))
+                                         arch=parse_arch(args.arch), zoom=args.zoom_weights))
 
 
 def cmd_carry(args):
     from humanmatting.training.release import carry
 
     return _release_command(lambda: carry(args.model, args.source, args.models,
-                                          weights=args.weights))
+                                          weights=args.weights, zoom=args.zoom_weights))
 
 
 def _add_eval(sub):

@@ -110,6 +110,8 @@ class TrainConfig:
             twice counts twice), e.g. the starting release to keep what it already does well.
             `humanmatting release --config` and `export: true` release what these two say
             (`fit.release_model`), so a config is the whole recipe.
+        release_zoom: the run makes the model's zoom weights (`<name>.zoom.weights.h5`: what
+            `Matter`'s second look at photos of small people runs with), not its weights.
     """
 
     model: str = "likeunet_night"
@@ -153,6 +155,7 @@ class TrainConfig:
     max_minutes: float = 0.0
     release_epochs: list = dataclasses.field(default_factory=list)
     release_mix: list = dataclasses.field(default_factory=list)
+    release_zoom: bool = False
 
     def __post_init__(self):
         self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]

@@ -41,8 +41,11 @@ def export_release(config, *, log=print, run_dir=None):
     state = json.loads((run_dir / "state.json").read_text())
     model = release_model(config, log=log)
     name = config.model
-    written = write_release(model, name, config.export_dir, log=log)
+    written = write_release(model, name, config.export_dir, zoom=config.release_zoom, log=log)
     path, size, digest = Path(written["weights"]), written["bytes"], written["sha256"]
+    if config.release_zoom:   # a companion of the release: its card says what it does
+        log(f"{path}: the zoom weights of {name}; its model card is not rewritten")
+        return {"weights": str(path), "bytes": size, "sha256": digest}
 
     predictors = {name: Matter(model, input_spec=get_preset(name).input,
                                output=get_preset(name).output)}

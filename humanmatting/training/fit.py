@@ -669,4 +669,6 @@ def describe_release(config):
     if config.release_mix:
         what += (f", averaged with {len(config.release_mix)} deploy-form file(s) "
                  f"({', '.join(config.release_mix)}), one ingredient each")
+    if config.release_zoom:
+        what += ", as the model's zoom weights"
     return what

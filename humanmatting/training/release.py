@@ -22,7 +22,8 @@ import numpy as np
 
 from humanmatting.fusion import fuse
 from humanmatting.io import atomic_path
-from humanmatting.registry import create_model, get_preset, sha256_file
+from humanmatting.registry import (create_model, get_preset, released_zoom_weights,
+                                   sha256_file, zoom_weights_name)
 
 MAX_RELEASE_BYTES = 16 * 1024 * 1024
 
@@ -64,14 +65,15 @@ def half_precision_file(source, target):
         copy(src, dst)
 
 
-def write_release(model, name, folder, *, log=print):
-    """Writes a deploy-form model's weights as `folder/<name>.weights.h5` (as float16 where
-    the preset's `release_dtype` says so) and records their sha256; returns {"weights",
-    "bytes", "sha256"}."""
+def write_release(model, name, folder, *, zoom=False, log=print):
+    """Writes a deploy-form model's weights as `folder/<name>.weights.h5` (with `zoom`:
+    `<name>.zoom.weights.h5`, the weights of `Matter`'s second look at photos of small
+    people), as float16 where the preset's `release_dtype` says so, and records their
+    sha256; returns {"weights", "bytes", "sha256"}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.weights.h5"
-    staged = folder / f".staged-{name}.weights.h5"   # checked before it replaces a release
+    path = folder / (zoom_weights_name(name) if zoom else f"{name}.weights.h5")
+    staged = folder / f".staged-{path.name}"   # checked before it replaces a release
     with atomic_path(staged) as tmp:
         model.save_weights(tmp)
     if get_preset(name).release_dtype == "float16":
@@ -90,11 +92,11 @@ def write_release(model, name, folder, *, log=print):
     return {"weights": str(path), "bytes": size, "sha256": digest}
 
 
-def release_file(name, weights, folder, *, arch=None, log=print):
+def release_file(name, weights, folder, *, arch=None, zoom=False, log=print):
     """Fuses a training-form weights file of `name` (built with `arch` overrides) and
-    releases it."""
+    releases it (as its zoom weights with `zoom`)."""
     model = create_model(name, weights=weights, deploy=False, **(arch or {}))
-    return write_release(fuse(model), name, folder, log=log)
+    return write_release(fuse(model), name, folder, zoom=zoom, log=log)
 
 
 def _mean(weight_lists):
@@ -136,20 +138,26 @@ def average(name, *, weights=(), training_weights=(), arch=None, log=print):
     return models[0]
 
 
-def soup(name, folder, *, weights=(), training_weights=(), arch=None, log=print):
+def soup(name, folder, *, weights=(), training_weights=(), arch=None, zoom=False, log=print):
     """Averages weights of one model (`average`: a uniform model soup, stochastic weight
-    averaging) and releases the average."""
+    averaging) and releases the average (as its zoom weights with `zoom`)."""
     model = average(name, weights=weights, training_weights=training_weights, arch=arch,
                     log=log)
-    return write_release(model, name, folder, log=log)
+    return write_release(model, name, folder, zoom=zoom, log=log)
 
 
-def carry(name, source, folder, *, weights="default", tolerance=1e-4, log=print):
+def carry(name, source, folder, *, weights="default", tolerance=1e-4, zoom=False, log=print):
     """Carries `source`'s deploy-form weights into `name` (first-layer kernels adapted to its
     channels and scale) and releases it, after checking that both give the same output on a
-    gray image (max |diff| <= tolerance)."""
+    gray image (max |diff| <= tolerance). With `zoom`, the zoom weights: by default the
+    source's released ones."""
     from humanmatting.training.transfer import transfer_deploy
 
+    if zoom and weights == "default":
+        weights = released_zoom_weights(source)
+        if weights is None:
+            raise FileNotFoundError(f"{zoom_weights_name(source)}: {source} has no released "
+                                    "zoom weights to carry")
     src_model = create_model(source, weights=weights)
     target = create_model(name, weights=None)
     src_spec, spec = get_preset(source).input, get_preset(name).input
@@ -164,7 +172,7 @@ def carry(name, source, folder, *, weights="default", tolerance=1e-4, log=print)
         f"{diff:.2g}")
     if diff > tolerance:
         raise ValueError(f"the carried {name} differs from {source} by {diff:.2g}")
-    return write_release(target, name, folder, log=log)
+    return write_release(target, name, folder, zoom=zoom, log=log)
 
 
 CARD_SECTIONS = ("What it is", "Intended use and limits", "Training data",
