@@ -271,7 +271,9 @@ class Matter:
             zoom weights (`registry.released_zoom_weights`: the same network fine-tuned for
             people small in the frame, which close portraits, never zoomed, do not need) when
             the model is a registered name with its default weights and such a file is
-            released, else the model itself; a `.weights.h5` path; None: the model itself.
+            released, else the model itself (so also with `quantize`: only the model's own
+            quantized file is released); a `.weights.h5` path; None: the model itself. With
+            an exported backend the zoom weights are exported when an image first zooms.
         min_region: drop person regions smaller than this fraction of the image
             (`remove_small_regions`, after refinement; 1-7 ms at 640x480 on this 2-core
             machine, so video frames keep it). None: the preset's default (0.005 for the
@@ -392,18 +394,22 @@ class Matter:
                                         quantize=quantize, output=self.output)
         self.zoom_weights = None   # the path the zoom passes load, if not the model's own
         self._zoom_run = self._run
-        if zoom_weights == "default":
+        if zoom_weights == "default":   # a quantized file has no zoom counterpart released
             zoom_weights = (released_zoom_weights(model) if isinstance(model, str)
-                            and weights == "default" and self.zoom else None)
+                            and weights == "default" and self.zoom and not quantize else None)
         if zoom_weights is not None and self.zoom:
             if not isinstance(model, str):
                 raise ValueError("zoom_weights needs a registered model name, not a "
                                  "keras.Model")
             self.zoom_weights = str(zoom_weights)
             zoom_model = create_model(model, weights=zoom_weights)
-            self._zoom_run = (KerasBackend(zoom_model, self.output) if backend == "keras" else
-                              ExportedBackend(zoom_model, backend, threads=threads,
-                                              quantize=quantize, output=self.output))
+            if backend == "keras":
+                self._zoom_run = KerasBackend(zoom_model, self.output)
+            else:   # exported when a still image first zooms, not before
+                self._zoom_run = None
+                self._zoom_backend = lambda: ExportedBackend(
+                    zoom_model, backend, threads=threads, quantize=quantize,
+                    output=self.output)
         self.quantize = quantize
         if self.segmenter is not None:
             self.name = AUTO
@@ -502,6 +508,8 @@ class Matter:
         if self.zoom and trimap is None:
             below, scales = self.zoom
             if 0 < np.count_nonzero(alpha >= 0.5) < below * alpha.size:   # small people
+                if self._zoom_run is None:
+                    self._zoom_run = self._zoom_backend()
                 alpha = self._passes(image, scales, trimap, self._zoom_run)
         if trimap is not None:   # the user's known regions are the answer there
             alpha[trimap == TRIMAP_FG] = 1.0

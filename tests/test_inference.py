@@ -303,6 +303,11 @@ def test_zoom_passes_run_with_the_released_zoom_weights(sample_path, tmp_path, m
     # not loaded where no zoom runs (frames), nor for other weights unless asked for
     assert Matter(name, realtime=True).zoom_weights is None
     assert Matter(name, weights=zoom_file).zoom_weights is None
+    assert Matter(name, backend="tflite", quantize="fp16").zoom_weights is None
+    # an exported backend exports the zoom weights when an image first zooms: same answer
+    onnx = Matter(name, backend="onnx", scales=(1.0,), zoom=(share + 0.01, (1.5,)), **plain)
+    assert onnx.zoom_weights == str(zoom_file)
+    np.testing.assert_allclose(onnx.predict(image), by_hand, atol=1e-4)
     assert Matter(name, weights=zoom_file, zoom_weights=zoom_file).zoom_weights == str(zoom_file)
     with pytest.raises(ValueError, match="needs a registered model name"):
         Matter(other, zoom=(0.3, (1.5,)), zoom_weights=zoom_file)

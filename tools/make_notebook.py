@@ -113,12 +113,13 @@ fig.savefig(WORK / "curves.png")
 assert np.isfinite([float(r["loss"]) for r in history]).all()"""),
     md("""## Evaluation at full resolution
 
-The best epoch, fused to its deploy form, scored with the same code as `humanmatting eval`."""),
+The release of the run (its best epoch, fused to its deploy form), scored with the same code as
+`humanmatting eval`."""),
     code("""from humanmatting.evaluation import evaluate
 from humanmatting.inference import Matter
-from humanmatting.training.fit import load_best
+from humanmatting.training.fit import release_model
 
-deployed = load_best(config)
+deployed = release_model(config)
 matter = Matter(deployed, input_spec=get_preset(config.model).input,
                 sizes=[tuple(s) for s in config.sizes])
 val = read_dataset(config.data[0].path, config.data[0].kind).split(config.val_fraction)[1]
