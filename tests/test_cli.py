@@ -22,6 +22,8 @@ def test_list(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "likeunet_dark_light_original" in result.stdout
     assert "likeunet_night_lite" in result.stdout
+    night = next(line for line in result.stdout.splitlines() if " likeunet_night " in line)
+    assert "weights + zoom" in night   # its zoom weights are released beside it
     assert result.stderr == ""
     result = run_cli_process("--version", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout == f"humanmatting {humanmatting.__version__}\n"

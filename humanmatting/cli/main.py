@@ -94,7 +94,8 @@ def _add_list(sub):
 
 def cmd_list(args):
     import_tensorflow()
-    from humanmatting.registry import DEFAULT_MODEL, get_preset, list_models, weights_dir
+    from humanmatting.registry import (DEFAULT_MODEL, get_preset, list_models, weights_dir,
+                                       zoom_weights_name)
 
     for name in list_models():
         preset = get_preset(name)
@@ -104,7 +105,8 @@ def cmd_list(args):
         if preset.weights is None:
             weights = "no weights yet"
         elif (weights_dir() / preset.weights).is_file():
-            weights = "weights"
+            weights = ("weights + zoom" if (weights_dir() / zoom_weights_name(name)).is_file()
+                       else "weights")
         else:
             weights = "weights missing"
         mark = "*" if name == DEFAULT_MODEL else " "
