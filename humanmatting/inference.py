@@ -264,7 +264,7 @@ class Matter:
             more than none, the image runs again at `scales` (larger multiples of its
             size) and that answer replaces the first: people in street scenes and groups are
             found better when they are larger in the model's input, while close portraits
-            lose there. None: the preset's default ((0.3, (1.2, 1.8)) for the full-size
+            lose there. None: the preset's default ((0.2, (1.2, 1.8)) for the full-size
             LikeUnets, (0.3, (1.8, 2.4)) for Night-Lite: `humanmatting.models.likeunet`);
             False: off.
         zoom_weights: the weights the zoom passes run with: "default": the model's released

@@ -182,7 +182,7 @@ RGB_256 = InputSpec(channels=3)
 #: 7 of 13; (1.0, 1.5) 0.9504 / 0.9325 / 8; these 0.9519 / 0.9332 / 8; short sides 320-448
 #: lose portraits, 0.9487 / 0.9355).
 LITE_SCALES = (1.0, 1.25, 1.5)
-#: Still images whose people cover under 30 % of the image after the first passes run again
+#: Still images whose people cover under 20 % (first chosen: 30 %) of the image after the first passes run again
 #: at 1.2 and 1.8 of the chosen size (`Matter`'s zoom): people in scenes and groups are found
 #: better larger in the input, close portraits are not (they stay on the first passes).
 #: Chosen on every kind of photo of the validation split (2026-12-06, `benchmarks/
@@ -193,11 +193,19 @@ LITE_SCALES = (1.0, 1.25, 1.5)
 #: 0.629 / 0.002 / 0.353 / 0.471, 0.561. The whole image at its own size instead (max_side
 #: 640, 20 images a kind) lifted scenes as much but cost portraits 0.03. People-free scenes
 #: pay: 2 of 34 more get a false person.
-ZOOM = (0.3, (1.2, 1.8))
+#: With the zoom weights (`<name>.zoom.weights.h5`, 2026-12-06 evening) the share is 0.2:
+#: standing full-body photos often cover 20-30 % and the zoom weights are weaker on them
+#: (Night, same sweep with its zoom weights: 0.3 0.968 / 0.929 / 0.682 / 0.003 / 0.412 /
+#: 0.529, 0.587; 0.2 0.968 / 0.940 / 0.674 / 0.003 / 0.412 / 0.529, 0.588; 0.15 0.968 / 0.939
+#: / 0.654 / 0.004 / 0.410 / 0.529, 0.584; Dark-Light 0.3 0.580, 0.2 0.581 with full-body
+#: 0.926 -> 0.941).
+ZOOM = (0.2, (1.2, 1.8))
 #: Night-Lite's second look (its still images; video frames never zoom): short sides 461 and
 #: 614. Same sweep with `--scales 1/1.25/1.5`: off 0.952 / 0.933 / 0.424 / 0.002 / 0.271 /
 #: 0.471, 0.509; (1.8, 2.4) 0.952 / 0.925 / 0.537 / 0.005 / 0.281 / 0.471, 0.528; (1.5, 2.25)
 #: 0.952 / 0.933 / 0.545 / 0.004 / 0.275 / 0.441, 0.525 (the mean over kinds decides).
+#: With its zoom weights 0.3 stays: 0.3 0.952 / 0.915 / 0.568 / 0.000 / 0.346 / 0.471, 0.542;
+#: 0.2 0.952 / 0.933 / 0.542 / 0.001 / 0.333 / 0.441, 0.534.
 LITE_ZOOM = (0.3, (1.8, 2.4))
 #: `Matter` drops person regions under 0.5 % of the image for the models trained here, after
 #: the refinement. Chosen on every kind of photo of the validation split (2026-12-04,
