@@ -209,6 +209,11 @@ def cover(background, height, width):
     return resized[top:top + height, left:left + width]
 
 
+def _call(runner, x):
+    """A backend (`KerasBackend` / `ExportedBackend`) on a (B, h, w, C) batch, as float32."""
+    return np.asarray(runner(np.ascontiguousarray(x, np.float32)))
+
+
 class Matter:
     """Predicts alpha mattes of people with a registered model or your own Keras model.
 
@@ -447,7 +452,7 @@ class Matter:
             (B, h, w) float32 person probability at the model's resolution (no flip, no
             resize back).
         """
-        return np.asarray(self._run(np.ascontiguousarray(x, np.float32)))
+        return _call(self._run, x)
 
     def predict(self, image, trimap=None):
         """Alpha matte of the people in an image.
@@ -528,17 +533,16 @@ class Matter:
         return {"prob": prob, "alpha": alpha}
 
     def _passes(self, image, scales, trimap, runner=None):
-        """The model's (or `runner`'s) person probability at the image's size: one pass per
-        scale (two with the flip), averaged."""
+        """The model's (or `runner`'s: the zoom weights') person probability at the image's
+        size: one pass per scale (two with the flip), averaged."""
         height, width = image.shape[:2]
         total = np.zeros((height, width), np.float32)
-        run = self.run if runner is None else (
-            lambda x: np.asarray(runner(np.ascontiguousarray(x, np.float32))))
+        runner = self._run if runner is None else runner
         for scale in scales:
             x = self.preprocess(image, scale, trimap)
-            alpha = run(x)[0]
+            alpha = _call(runner, x)[0]
             if self.flip:
-                mirrored = run(x[:, :, ::-1])[0]
+                mirrored = _call(runner, x[:, :, ::-1])[0]
                 alpha = (alpha + mirrored[:, ::-1]) / 2
             total += cv2.resize(alpha.astype(np.float32), (width, height),
                                 interpolation=cv2.INTER_LINEAR)
