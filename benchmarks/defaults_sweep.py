@@ -2,12 +2,13 @@
 
     python benchmarks/defaults_sweep.py --config configs/likeunet_night_people.yaml \\
         --model likeunet_night [--weights FILE] [--scales 0.8/1.2 1/1.4] [--max-side 0 640] \\
-        [--zoom off 0.3:1.2/1.8] [--min-region 0 0.001 0.005] [--min-confidence 0 0.5 0.75] \\
-        [--limit N]
+        [--zoom off 0.3:1.2/1.8] [--zoom-weights default none FILE] \\
+        [--min-region 0 0.001 0.005] [--min-confidence 0 0.5 0.75] [--limit N]
 
 For each scale set, each `max_side` (0: the size from the model's table; N: the image's
 own size, its long side at most N) and each zoom (off, or BELOW:SCALES: images whose people
-cover less than BELOW of the image run again at SCALES), with flip and refinement as the
+cover less than BELOW of the image run again at SCALES, with each of the zoom weights: the
+released ones, none (the main weights) or a file), with flip and refinement as the
 model's defaults, each validation image runs once (`Matter.predict_parts`); every (min_region, min_confidence) pair is then applied
 to the same belief and refined alpha (`remove_small_regions`). Prints one row per setting:
 person IoU (mean per image; people-free images score 1 when no pixel is a person) for each
@@ -81,6 +82,9 @@ def main():
                              "size, its long side at most N (default: 0)")
     parser.add_argument("--zoom", nargs="+", default=["off"],
                         help="off, or BELOW:S/S/... (default: off)")
+    parser.add_argument("--zoom-weights", nargs="+", default=["default"],
+                        help="what the zoom passes run with: default (the released zoom "
+                             "weights), none (the main weights) or a .weights.h5 file")
     parser.add_argument("--min-region", nargs="+", type=float, default=[0.0, 0.001, 0.005])
     parser.add_argument("--min-confidence", nargs="+", type=float, default=[0.0, 0.5, 0.75])
     parser.add_argument("--limit", type=positive_int, default=None,
@@ -95,20 +99,22 @@ def main():
         print(f"defaults_sweep.py: {err}", file=sys.stderr)
         return 1
     kinds = list(by_kind)
-    print("| scales | max_side | zoom | min_region | min_confidence | " + " | ".join(kinds)
-          + " | mean over kinds |")
-    print("|---" * (len(kinds) + 6) + "|")
+    print("| scales | max_side | zoom | zoom weights | min_region | min_confidence | "
+          + " | ".join(kinds) + " | mean over kinds |")
+    print("|---" * (len(kinds) + 7) + "|")
     failed = []
-    for scale_text, max_side, zoom_text in itertools.product(args.scales, args.max_side,
-                                                             args.zoom):
+    for scale_text, max_side, zoom_text, zoom_weights in itertools.product(
+            args.scales, args.max_side, args.zoom, args.zoom_weights):
         matter = Matter(args.model, weights=args.weights, scales=parse_scales(scale_text),
                         min_region=0, min_confidence=0, max_side=max_side,
-                        zoom=parse_zoom(zoom_text))
+                        zoom=parse_zoom(zoom_text),
+                        zoom_weights=None if zoom_weights == "none" else zoom_weights)
         scores, bad = sweep(matter, by_kind, args.min_region, args.min_confidence, args.limit)
         failed += bad
         for (region, confidence), by in scores.items():
             cells = " | ".join(f"{by[k]:.3f}" for k in kinds)
-            print(f"| {scale_text} | {max_side} | {zoom_text} | {region:g} | {confidence:g} | "
+            print(f"| {scale_text} | {max_side} | {zoom_text} | {zoom_weights} | {region:g} | "
+                  f"{confidence:g} | "
                   f"{cells} | {np.mean(list(by.values())):.3f} |", flush=True)
     for path, reason in dict(failed).items():
         print(f"defaults_sweep.py: skipped {path}: {reason}", file=sys.stderr)

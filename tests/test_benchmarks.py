@@ -212,24 +212,28 @@ def test_defaults_sweep_matches_matter_with_the_same_settings(tmp_path):
                       f"  - {{path: {scenes}, photos: scenes, val_fraction: 0.5}}\n")
     result = run_script("defaults_sweep.py", "--config", config, "--model",
                         "likeunet_night_lite", "--scales", "1", "--max-side", "0", "64",
-                        "--zoom", "off", "0.9:2", "--min-region", "0", "0.01",
-                        "--min-confidence", "0", "0.9", cwd=tmp_path)
+                        "--zoom", "off", "0.9:2", "--zoom-weights", "default", "none",
+                        "--min-region", "0", "0.01", "--min-confidence", "0", "0.9", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = [ln.split(" | ") for ln in result.stdout.splitlines()[2:]]
-    assert [tuple(r[1:5]) for r in rows] == [
-        (side, zoom, region, confidence) for side in ("0", "64") for zoom in ("off", "0.9:2")
+    assert [tuple(r[1:6]) for r in rows] == [
+        (side, zoom, weights, region, confidence) for side in ("0", "64")
+        for zoom in ("off", "0.9:2") for weights in ("default", "none")
         for region in ("0", "0.01") for confidence in ("0", "0.9")]
     by_kind = validation_by_kind(load_config(config).data)
-    for side, zoom, region, confidence in ((0, "off", 0.0, 0.0), (0, "off", 0.01, 0.9),
-                                           (64, "off", 0.0, 0.0), (0, "0.9:2", 0.0, 0.0)):
+    for side, zoom, weights, region, confidence in (
+            (0, "off", "default", 0.0, 0.0), (0, "off", "default", 0.01, 0.9),
+            (64, "off", "default", 0.0, 0.0), (0, "0.9:2", "default", 0.0, 0.0),
+            (0, "0.9:2", "none", 0.0, 0.0)):
         matter = Matter("likeunet_night_lite", scales=(1.0,), min_region=region,
                         min_confidence=confidence, max_side=side,
-                        zoom=(0.9, (2.0,)) if zoom != "off" else False)
+                        zoom=(0.9, (2.0,)) if zoom != "off" else False,
+                        zoom_weights=None if weights == "none" else weights)
         expected = evaluate_by_kind({"m": matter}, by_kind)
-        row = next(r for r in rows if (int(r[1]), r[2], float(r[3]), float(r[4])) ==
-                   (side, zoom, region, confidence))
+        row = next(r for r in rows if (int(r[1]), r[2], r[3], float(r[4]), float(r[5])) ==
+                   (side, zoom, weights, region, confidence))
         for k, kind in enumerate(by_kind):
-            assert float(row[5 + k]) == pytest.approx(
+            assert float(row[6 + k]) == pytest.approx(
                 expected[kind]["per_model"]["m"]["iou"], abs=6e-4)
 
 
