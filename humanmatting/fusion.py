@@ -19,10 +19,10 @@ else. A result with a layer still in training form is an error, never a silent p
 
 import keras
 
-__all__ = ["fusable_layers", "fuse", "is_deploy"]
+__all__ = ["fusable_layers", "fuse", "is_deploy", "leaf_layers", "sublayers"]
 
 
-def _sublayers(layer):
+def sublayers(layer):
     """(attribute, layer) pairs of a layer's direct sublayers (a list attribute gives
     `name[i]`); the layers of a functional model by name."""
     if isinstance(layer, keras.Model) and hasattr(layer, "layers") and layer.layers:
@@ -47,12 +47,18 @@ def fusable_layers(layer, prefix=""):
     """Every layer with a training form inside `layer` (a model or a layer), at any depth, as
     (path, layer) pairs; a composite comes before its parts."""
     out = []
-    for attr, sub in _sublayers(layer):
+    for attr, sub in sublayers(layer):
         path = f"{prefix}{attr}"
         if _has_training_form(sub):
             out.append((path, sub))
         out += fusable_layers(sub, prefix=path + "/")
     return out
+
+
+def leaf_layers(layer):
+    """The leaves among `fusable_layers(layer)` (one convolution once fused: they have
+    `fused_weights()`), as (path, layer) pairs in the order the walker meets them."""
+    return [(path, sub) for path, sub in fusable_layers(layer) if hasattr(sub, "fused_weights")]
 
 
 def is_deploy(model):
@@ -79,12 +85,12 @@ def _copy_weights(src, dst, path):
     if hasattr(src, "fused_weights") and _has_training_form(src):
         dst.set_weights([w.astype("float32") for w in src.fused_weights()])
         return
-    subs = _sublayers(src)
+    subs = sublayers(src)
     if not subs:
         if src.weights:
             dst.set_weights(src.get_weights())
         return
-    targets = dict(_sublayers(dst))
+    targets = dict(sublayers(dst))
     for attr, sub in subs:
         if attr not in targets:
             raise ValueError(f"fuse: {path}{attr} has no counterpart in the deploy form")

@@ -21,6 +21,7 @@ import re
 import keras
 import numpy as np
 
+from humanmatting.fusion import leaf_layers, sublayers
 from humanmatting.layers import ACBlock, ConvBN
 from humanmatting.layers.acnet import pad_to_square
 from humanmatting.layers.conv import transpose_to_conv_kernel
@@ -217,6 +218,42 @@ def _unfuse_block(block, kernel, bias, x):
         _calibrated_bn(bn, branch(x), None, gamma_zero=True)
 
 
+def _leaf_inputs(model, leaves, images):
+    """{path: the input batch of that leaf} when `model` runs on `images` (inference mode):
+    each leaf's `call` is wrapped for one eager forward pass, so that blocks inside composite
+    layers (index blocks, RSU blocks), which a functional probe cannot reach, are seen too."""
+    seen = {}
+    for path, layer in leaves:
+        def hook(x, *args, _call=layer.call, _path=path, **kwargs):
+            seen[_path] = np.asarray(keras.ops.convert_to_numpy(x), np.float32)
+            return _call(x, *args, **kwargs)
+        layer.call = hook
+    try:
+        model(np.asarray(images, np.float32), training=False)
+    finally:
+        for _, layer in leaves:
+            del layer.call
+    return seen
+
+
+def _copy_plain(src, dst, path=""):
+    """Copies every weight outside the leaves from `src` to `dst`, going into composites; the
+    paths of what received weights. Parts `dst` has and `src` lacks (grown blocks) are left."""
+    if hasattr(dst, "fused_weights") and isinstance(getattr(dst, "deploy", None), bool):
+        return []   # a leaf: set by _unfuse_block
+    if not leaf_layers(dst):
+        if not dst.weights:
+            return []
+        dst.set_weights(src.get_weights())
+        return [path.rstrip("/")]
+    targets = dict(sublayers(src))
+    copied = []
+    for attr, sub in sublayers(dst):
+        if attr in targets:
+            copied += _copy_plain(targets[attr], sub, f"{path}{attr}/")
+    return copied
+
+
 def init_from_deploy(src, dst, images, *, grow=False):
     """Initialises a training-form model from the deploy form of the same architecture.
 
@@ -226,7 +263,9 @@ def init_from_deploy(src, dst, images, *, grow=False):
     training-form model then computes exactly the deploy model's function in inference mode,
     and nearly it in training mode on batches like `images`. ACNet's 1xk and kx1 branches start
     contributing nothing (zero kernels in the "sum" form; gamma = 0 in the "branch" form).
-    Layers without a training form are copied by name.
+    Blocks at any depth count (`fusion.leaf_layers`: the ConvBNs inside IndexNet's index
+    blocks and U^2-Net's RSU blocks too); everything else is copied as it is, by name and
+    attribute path.
 
     Args:
         src: deploy-form keras.Model (e.g. a released model).
@@ -241,31 +280,30 @@ def init_from_deploy(src, dst, images, *, grow=False):
             a hair of `src`'s function and can learn to use the new depth.
 
     Returns:
-        Names of the layers that received weights from `src`.
+        Paths (`fusion.fusable_layers`' paths: the layer name for a top-level layer) of what
+        received weights from `src`.
+
+    Raises:
+        ValueError: `src` lacks blocks of `dst` (that `grow` does not cover), or, without
+            `grow`, `dst` does not compute `src`'s function afterwards (a weight the walk
+            cannot reach).
     """
-    blocks = [layer for layer in dst.layers if isinstance(layer, (ACBlock, ConvBN))]
-    missing = [b.name for b in blocks if b.name not in {layer.name for layer in src.layers}]
-    new = [name for name in missing if grow and RESIDUAL.match(name)]
+    blocks = leaf_layers(dst)
+    sources = dict(leaf_layers(src))
+    missing = [path for path, _ in blocks if path not in sources]
+    new = [path for path in missing if grow and RESIDUAL.match(path)]
     if set(missing) - set(new):
         raise ValueError(f"deploy model {src.name!r} lacks the blocks "
                          f"{sorted(set(missing) - set(new))}"
                          + ("" if grow else " (grow=True starts new residual blocks instead)"))
-    blocks = [b for b in blocks if b.name not in new]
-    probe = keras.Model(src.inputs, [src.get_layer(b.name).input for b in blocks])
-    inputs = probe.predict(np.asarray(images, np.float32), verbose=0)
-    if len(blocks) == 1:
-        inputs = [inputs]
+    blocks = [(path, block) for path, block in blocks if path not in new]
+    inputs = _leaf_inputs(src, [(path, sources[path]) for path, _ in blocks], images)
     copied = []
-    for block, x in zip(blocks, inputs):
-        kernel, bias = src.get_layer(block.name).fused_weights()
-        _unfuse_block(block, kernel.astype(np.float32), bias.astype(np.float64),
-                      x.astype(np.float32))
-        copied.append(block.name)
-    for layer in dst.layers:
-        if isinstance(layer, (ACBlock, ConvBN)) or not layer.weights:
-            continue
-        layer.set_weights(src.get_layer(layer.name).get_weights())
-        copied.append(layer.name)
+    for path, block in blocks:
+        kernel, bias = sources[path].fused_weights()
+        _unfuse_block(block, kernel.astype(np.float32), bias.astype(np.float64), inputs[path])
+        copied.append(path)
+    copied += _copy_plain(src, dst)
     for name in new:   # in order: each one's input depends on the blocks before it
         block = dst.get_layer(name)
         x = keras.Model(dst.inputs, block.input).predict(np.asarray(images, np.float32),
@@ -278,4 +316,20 @@ def init_from_deploy(src, dst, images, *, grow=False):
             gamma, beta, mean, var = block.bn.get_weights()
             block.bn.set_weights([np.full_like(gamma, GROW_GAMMA), np.zeros_like(beta), mean,
                                   var])
+    if not new:
+        _check_same_function(src, dst, images)
     return copied
+
+
+def _check_same_function(src, dst, images):
+    """Raises unless `dst` (inference mode) gives `src`'s outputs on `images`."""
+    x = np.asarray(images, np.float32)
+    want = keras.tree.flatten(src(x, training=False))
+    got = keras.tree.flatten(dst(x, training=False))
+    worst = max(float(np.abs(keras.ops.convert_to_numpy(a) - keras.ops.convert_to_numpy(b))
+                      .max()) for a, b in zip(want, got))
+    scale = max(1.0, max(float(np.abs(keras.ops.convert_to_numpy(a)).max()) for a in want))
+    if worst > 1e-3 * scale:
+        raise ValueError(f"init_from_deploy: {dst.name!r} does not compute {src.name!r}'s "
+                         f"function afterwards (max |diff| {worst:.3g}): a weight the walk "
+                         "cannot reach")
