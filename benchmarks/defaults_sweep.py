@@ -8,9 +8,10 @@
 For each scale set, each `max_side` (0: the size from the model's table; N: the image's
 own size, its long side at most N) and each zoom (off, or BELOW:SCALES: images whose people
 cover less than BELOW of the image run again at SCALES, with each of the zoom weights: the
-released ones, none (the main weights) or a file), with flip and refinement as the
-model's defaults, each validation image runs once (`Matter.predict_parts`); every (min_region, min_confidence) pair is then applied
-to the same belief and refined alpha (`remove_small_regions`). Prints one row per setting:
+released ones, none (the main weights) or a file), with flip and refinement as the model's
+defaults, each validation image runs once (`Matter.predict_parts`); every (min_region,
+min_confidence) pair is then applied to the same belief and refined alpha
+(`remove_small_regions`). Prints one row per setting:
 person IoU (mean per image; people-free images score 1 when no pixel is a person) for each
 kind of photo and the plain mean over kinds, the figure a default is chosen by, so that no one
 kind decides. Unreadable pairs are skipped and listed.

@@ -19,7 +19,7 @@ else. A result with a layer still in training form is an error, never a silent p
 
 import keras
 
-__all__ = ["fusable_layers", "fuse", "is_deploy", "leaf_layers", "sublayers"]
+__all__ = ["fusable_layers", "fuse", "is_deploy", "is_leaf", "leaf_layers", "sublayers"]
 
 
 def sublayers(layer):
@@ -55,10 +55,16 @@ def fusable_layers(layer, prefix=""):
     return out
 
 
+def is_leaf(layer):
+    """True for a layer with a training form that is one convolution once fused (it has
+    `fused_weights()`), as opposed to a composite the walker goes into."""
+    return hasattr(layer, "fused_weights") and _has_training_form(layer)
+
+
 def leaf_layers(layer):
-    """The leaves among `fusable_layers(layer)` (one convolution once fused: they have
-    `fused_weights()`), as (path, layer) pairs in the order the walker meets them."""
-    return [(path, sub) for path, sub in fusable_layers(layer) if hasattr(sub, "fused_weights")]
+    """The leaves (`is_leaf`) inside `layer`, at any depth, as (path, layer) pairs in the
+    order the walker meets them."""
+    return [(path, sub) for path, sub in fusable_layers(layer) if is_leaf(sub)]
 
 
 def is_deploy(model):
@@ -82,7 +88,7 @@ def _set_deploy(config):
 
 
 def _copy_weights(src, dst, path):
-    if hasattr(src, "fused_weights") and _has_training_form(src):
+    if is_leaf(src):
         dst.set_weights([w.astype("float32") for w in src.fused_weights()])
         return
     subs = sublayers(src)

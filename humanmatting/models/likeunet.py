@@ -183,8 +183,9 @@ RGB_256 = InputSpec(channels=3)
 #: lose portraits, 0.9487 / 0.9355).
 LITE_SCALES = (1.0, 1.25, 1.5)
 #: Still images whose people cover under 20 % (first chosen: 30 %) of the image after the
-#: first passes run again at 1.2 and 1.8 of the chosen size (`Matter`'s zoom): people in scenes and groups are found
-#: better larger in the input, close portraits are not (they stay on the first passes).
+#: first passes run again at 1.2 and 1.8 of the chosen size (`Matter`'s zoom): people in
+#: scenes and groups are found better larger in the input, close portraits are not (they stay
+#: on the first passes).
 #: Chosen on every kind of photo of the validation split (2026-12-06, `benchmarks/
 #: defaults_sweep.py --config configs/likeunet_night_people.yaml --model likeunet_night --zoom
 #: off 0.3:1.2/1.8 0.2:1.2/1.8`; IoU portraits / full-body / street scenes / small people /

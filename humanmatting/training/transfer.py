@@ -21,7 +21,7 @@ import re
 import keras
 import numpy as np
 
-from humanmatting.fusion import leaf_layers, sublayers
+from humanmatting.fusion import is_leaf, leaf_layers, sublayers
 from humanmatting.layers import ACBlock, ConvBN
 from humanmatting.layers.acnet import pad_to_square
 from humanmatting.layers.conv import transpose_to_conv_kernel
@@ -239,8 +239,8 @@ def _leaf_inputs(model, leaves, images):
 def _copy_plain(src, dst, path=""):
     """Copies every weight outside the leaves from `src` to `dst`, going into composites; the
     paths of what received weights. Parts `dst` has and `src` lacks (grown blocks) are left."""
-    if hasattr(dst, "fused_weights") and isinstance(getattr(dst, "deploy", None), bool):
-        return []   # a leaf: set by _unfuse_block
+    if is_leaf(dst):
+        return []   # set by _unfuse_block
     if not leaf_layers(dst):
         if not dst.weights:
             return []
@@ -324,11 +324,10 @@ def init_from_deploy(src, dst, images, *, grow=False):
 def _check_same_function(src, dst, images):
     """Raises unless `dst` (inference mode) gives `src`'s outputs on `images`."""
     x = np.asarray(images, np.float32)
-    want = keras.tree.flatten(src(x, training=False))
-    got = keras.tree.flatten(dst(x, training=False))
-    worst = max(float(np.abs(keras.ops.convert_to_numpy(a) - keras.ops.convert_to_numpy(b))
-                      .max()) for a, b in zip(want, got))
-    scale = max(1.0, max(float(np.abs(keras.ops.convert_to_numpy(a)).max()) for a in want))
+    want, got = ([keras.ops.convert_to_numpy(y) for y in keras.tree.flatten(m(x, training=False))]
+                 for m in (src, dst))
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(want, got))
+    scale = max(1.0, *(float(np.abs(a).max()) for a in want))
     if worst > 1e-3 * scale:
         raise ValueError(f"init_from_deploy: {dst.name!r} does not compute {src.name!r}'s "
                          f"function afterwards (max |diff| {worst:.3g}): a weight the walk "
