@@ -268,7 +268,8 @@ def test_pack_keeps_stems_splits_and_targets(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text(f"data: [{{path: {people}, weight: 0.7}}, {{path: {soft}, weight: 0.2}},"
                       f" {{path: {bg}, kind: backgrounds, weight: 0.1}}]\n"
-                      f"backgrounds: {bg}\nval_fraction: 0.3\nimage_cache_short_side: 64\n")
+                      f"backgrounds: {bg}\nval_fraction: 0.3\nimage_cache_short_side: 64\n"
+                      f"needs: [{{git: 'e8be5bf:models/x.h5', output: {tmp_path / 'x.h5'}}}]\n")
     out = tmp_path / "packed"
     assert run(["pack", "--config", str(config), "--out", str(out)]) == 1   # p009 reported
     assert "p009.jpg" in capsys.readouterr().err
@@ -276,6 +277,7 @@ def test_pack_keeps_stems_splits_and_targets(tmp_path, capsys):
     assert [d.path for d in packed.data] == [str(out / n) for n in ("people", "soft", "bg")]
     assert [d.weight for d in packed.data] == [0.7, 0.2, 0.1]
     assert packed.backgrounds == str(out / "bg") and packed.val_fraction == 0.3
+    assert packed.needs == []   # what the needs made is packed: that machine trains this stage
     for name in ("people", "soft"):
         src, dst = (read_dataset(tmp_path / name), read_dataset(out / name))
         for a, b in zip(src.split(0.3), dst.split(0.3)):   # the same split there

@@ -104,7 +104,8 @@ def pack(config, out, *, short_side=None, log=print):
         problems += pack_dataset(pairs, out / name, short_side, log=log)
         kind = "backgrounds" if source.kind == "backgrounds" else "folder"
         data.append({"path": str(out / name), "kind": kind, "weight": source.weight})
-    packed = dataclasses.replace(config, data=data)
+    # the packed data is what the needs made: the other machine trains this stage alone
+    packed = dataclasses.replace(config, data=data, needs=[])
     if config.backgrounds:
         name = Path(config.backgrounds).name
         if name not in names:

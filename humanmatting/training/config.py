@@ -53,6 +53,8 @@ class TrainConfig:
             `.weights.h5` of `init_from_model` (layers matched by name and adapted, see
             `humanmatting.training.transfer`), or a released deploy-form `.weights.h5` of
             `model` itself (unfused, BatchNorm statistics from a few training batches).
+            Weights of `model` itself are read with its `overrides` (an earlier stage of the
+            same run shape), except with `init_grow`.
         init_from_model: the registered model (training form) that `init_from` weights
             belong to (default: `model`).
         data: the training mix; each dataset is split by `val_fraction` (hash of the stem).
@@ -112,6 +114,11 @@ class TrainConfig:
             (`fit.release_model`), so a config is the whole recipe.
         release_zoom: the run makes the model's zoom weights (`<name>.zoom.weights.h5`: what
             `Matter`'s second look at photos of small people runs with), not its weights.
+        needs: steps made before training when their output is missing: the earlier stages
+            a fine-tune starts from (`{train: CONFIG, output: FILE}`), pseudo alphas
+            (`{refine_masks: DATA, out: FOLDER}`), a file from the repository's history
+            (`{git: REV:PATH, output: FILE}`), so that one command reproduces a multi-stage
+            release (`humanmatting.training.needs`).
     """
 
     model: str = "likeunet_night"
@@ -156,6 +163,7 @@ class TrainConfig:
     release_epochs: list = dataclasses.field(default_factory=list)
     release_mix: list = dataclasses.field(default_factory=list)
     release_zoom: bool = False
+    needs: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]
@@ -199,6 +207,12 @@ class TrainConfig:
             raise ValueError("release_epochs needs keep_epochs: true (the epochs' weights)")
         if not all(isinstance(f, str) and f for f in self.release_mix):
             raise ValueError(f"release_mix must list weights files, got {self.release_mix!r}")
+        from humanmatting.training.needs import check_step
+
+        if not isinstance(self.needs, list):
+            raise ValueError(f"needs must be a list of steps, got {self.needs!r}")
+        for step in self.needs:
+            check_step(step)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -37,6 +37,7 @@ from humanmatting.metrics import AlphaMAE, PersonIoU, iou, loss_term_metrics, ms
 from humanmatting.registry import create_model, get_preset
 from humanmatting.specs import person_probability
 from humanmatting.training.config import TrainConfig
+from humanmatting.training.needs import make_needs
 from humanmatting.training.release import average
 from humanmatting.training.transfer import init_from_deploy, transfer_weights
 
@@ -446,14 +447,20 @@ def _initial_model(config, run_dir, resume, log, calibration_images):
             src_name = config.init_from_model or config.model
         else:
             src_name = config.init_from_model or config.model
+            # weights of the model itself have its architecture overrides (but init_grow
+            # grows a release of the registered shape); another model's, its registered shape
+            src_overrides = (config.overrides if src_name == config.model
+                             and not config.init_grow else {})
             try:
-                src_model = create_model(src_name, weights=source, deploy=False)
+                src_model = create_model(src_name, weights=source, deploy=False,
+                                         **src_overrides)
             except ValueError as err:  # a released (fused) file: same architecture only
                 if src_name != config.model and not config.init_grow:
                     raise ValueError(f"init_from: {source} is not a training-form file of "
                                      f"{src_name!r}; a deploy-form (released) file must be of "
                                      f"{config.model!r} itself") from err
-                src_model = create_model(src_name, weights=source, deploy=True)
+                src_model = create_model(src_name, weights=source, deploy=True,
+                                         **src_overrides)
                 copied = init_from_deploy(src_model, model, calibration_images(),
                                           grow=config.init_grow)
                 log(f"initialised {len(copied)} layers from the deploy-form {source}, "
@@ -517,6 +524,7 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
     if not config.data:
         raise ValueError("config.data is empty: name at least one dataset")
     run_dir = Path(config.out_dir)
+    make_needs(config, log=log)
     resume = _check_inputs(config, run_dir, resume, log)
     run_dir.mkdir(parents=True, exist_ok=True)
     import yaml
