@@ -65,7 +65,7 @@ def test_a_train_step_runs_until_its_output_is_there_and_its_run_finished(
     calls = []
 
     def fake_train(epochs_done, writes):
-        def train(command, env):
+        def train(command):
             calls.append(command)
             run.mkdir(exist_ok=True)
             (run / "state.json").write_text(json.dumps({"epoch": epochs_done, "wait": 0}))
@@ -78,7 +78,7 @@ def test_a_train_step_runs_until_its_output_is_there_and_its_run_finished(
     with pytest.raises(ValueError, match="finished without writing .*best.weights.h5"):
         make_needs(config)
     assert calls[0][-5:] == ["humanmatting", "train", "--config", str(stage1), "--resume"]
-    monkeypatch.setattr(needs_module.subprocess, "call", lambda command, env: 3)
+    monkeypatch.setattr(needs_module.subprocess, "call", lambda command: 3)
     with pytest.raises(ValueError, match=r"stage1.yaml failed \(exit 3\)"):
         make_needs(config)
     # stopped by max_minutes after 1 of 3 epochs: its best epoch so far is not the stage's

@@ -19,7 +19,6 @@ working directory, as every path of a config.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,21 +60,22 @@ def plan(config, *, _stack=()):
     running anything, so that a missing config or a cycle fails before any training.
 
     Returns:
-        list of (step, its config or None, its sub-plan).
+        list of (action, step, its config or None, its sub-plan).
     """
     from humanmatting.training.config import load_config
 
     steps = []
     for step in config.needs:
         sub_config, sub = None, []
-        if check_step(step) == "train":
+        action = check_step(step)
+        if action == "train":
             key = Path(step["train"]).resolve()
             if key in _stack:
                 raise ValueError(f"needs: {step['train']} needs itself (through "
                                  f"{' -> '.join(str(p) for p in _stack)})")
             sub_config = load_config(step["train"])
             sub = plan(sub_config, _stack=_stack + (key,))
-        steps.append((step, sub_config, sub))
+        steps.append((action, step, sub_config, sub))
     return steps
 
 
@@ -101,8 +101,7 @@ def make_needs(config, *, log=print):
 
 
 def _make(steps, log):
-    for step, sub_config, sub in steps:
-        action = check_step(step)
+    for action, step, sub_config, sub in steps:
         if action == "refine_masks":
             _refine(step, log)
             continue
@@ -118,7 +117,7 @@ def _make(steps, log):
             output.exists() else f"needs: {step['train']} has not finished: going on with it")
         command = [sys.executable, "-m", "humanmatting", "train", "--config", step["train"],
                    "--resume"]
-        code = subprocess.call(command, env=dict(os.environ))
+        code = subprocess.call(command)
         if code != 0:
             raise ValueError(f"needs: humanmatting train --config {step['train']} failed "
                              f"(exit {code})")
@@ -136,8 +135,7 @@ def _refine(step, log):
     if not Path(step["refine_masks"]).is_dir() and Path(step["out"], "alphas").is_dir():
         log(f"needs: {step['refine_masks']} is not here; using {step['out']} as it is")
         return
-    options = {k: step[k] for k in ("method", "erode", "dilate", "max_side", "workers")
-               if k in step}
+    options = {k: step[k] for k in _OPTIONS["refine_masks"] - {"out"} if k in step}
     report = refine_folder(step["refine_masks"], step["out"], **options)
     if report["done"]:
         log(f"needs: {report['done']} pseudo alpha(s) written to {step['out']}")
