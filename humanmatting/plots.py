@@ -39,13 +39,14 @@ def plot_history(history_csv, path):
     plt = _pyplot()
     epochs = [int(r["epoch"]) for r in rows]
 
-    def series(key):
-        return [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+    def series(key):   # the epochs that logged `key` (validation may skip some)
+        got = [(e, float(r[key])) for e, r in zip(epochs, rows) if r.get(key) not in (None, "")]
+        return [e for e, _ in got], [v for _, v in got]
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for key in ("loss", "val_loss"):
         if key in rows[-1]:
-            left.plot(epochs, series(key), marker="o", label=key)
+            left.plot(*series(key), marker="o", label=key)
     left.set(xlabel="epoch", ylabel="loss", title="loss")
     left.legend()
     kinds = [k for k in rows[-1] if k.startswith("val_iou_")]
@@ -53,7 +54,7 @@ def plot_history(history_csv, path):
         kinds = [k for k in rows[-1] if k.startswith("val_") and k.endswith("iou")]
     for key in kinds:
         style = {"linewidth": 3, "color": "black"} if key == "val_iou_mix" else {}
-        right.plot(epochs, series(key), marker=".", label=key.removeprefix("val_iou_"),
+        right.plot(*series(key), marker=".", label=key.removeprefix("val_iou_"),
                    **style)
     right.set(xlabel="epoch", ylabel="IoU", title="validation IoU per kind", ylim=(0, 1))
     right.legend(fontsize=8, loc="lower right")

@@ -349,6 +349,48 @@ def test_run_state_keeps_best_and_stops_early(tmp_path):
     assert (again.best, again.wait) == (pytest.approx(0.6), 2)
 
 
+def test_validation_every_few_epochs_keeps_best_and_patience_to_validated_ones(tmp_path):
+    from humanmatting.training.fit import RunState, validation_epochs
+
+    assert validation_epochs(7, 3) == [3, 6, 7]   # every third and the last, 1-indexed
+    assert validation_epochs(4, 1) == [1, 2, 3, 4]
+    assert validation_epochs(2, 5) == [2]
+    with pytest.raises(ValueError, match="validate_every must be at least 1"):
+        validation_epochs(3, 0)
+    with pytest.raises(ValueError, match="validate_every must be >= 1"):
+        load_config(None, ["validate_every=0"])
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="adam", loss="mse")
+    state = RunState(tmp_path, "val_iou", patience=2, validated=[1, 3, 5])
+    state.set_model(model)
+    logs = [{"loss": 1.0}, {"val_iou": 0.5}, {"loss": 0.9}, {"val_iou": 0.4}, {"loss": 0.8},
+            {"val_iou": 0.45}]
+    for epoch, log in enumerate(logs):
+        state.on_epoch_begin(epoch)
+        state.on_epoch_end(epoch, log)
+        saved = json.loads((tmp_path / "state.json").read_text())
+        assert saved["wait"] == {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 2}[epoch]
+        assert model.stop_training == (epoch == 5)   # two validated epochs without a better
+    assert (saved["best_epoch"], saved["best"]) == (1, pytest.approx(0.5))
+
+
+def test_fit_validates_only_every_few_epochs(tmp_path):
+    import csv
+
+    config = tiny_config(tmp_path, validate_every=2)
+    summary = fit(config, log=lambda *a: None)
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    # epochs 2 and 3 (the last) validate, both passes: Keras' val_loss and the kinds' IoU
+    assert [bool(r["val_loss"]) for r in rows] == [False, True, True]
+    assert [bool(r["val_iou_mix"]) for r in rows] == [False, True, True]
+    assert all(r["loss"] for r in rows)
+    assert summary["best_epoch"] in (1, 2)
+    curves = __import__("cv2").imread(str(tmp_path / "run" / "history.png"))
+    assert curves is not None and curves.std() > 10   # the plot takes the gaps
+
+
 def test_xla_auto_is_off_for_depthwise_models_on_cpu():
     import tensorflow as tf
 

@@ -75,8 +75,11 @@ class TrainConfig:
         strategy: "default", "mirrored" or "multi_worker" (TF_CONFIG names the workers).
         devices: devices for the mirrored strategy (default: every GPU, else the CPU), e.g.
             ["/cpu:0", "/cpu:1"] with two logical CPU devices.
-        early_stopping_patience: epochs without a better monitored value before stopping
-            (0 = never).
+        early_stopping_patience: validated epochs without a better monitored value before
+            stopping (0 = never).
+        validate_every: validate (and so choose the best epoch) after every this many epochs
+            and after the last one (`fit.validation_epochs`); the passes over the validation
+            split can cost more than the training steps on a CPU.
         monitor: validation metric to select the best epoch by (higher is better); the
             default `val_iou_mix` is the mean over the kinds of photo of each kind's mean
             per-image IoU (`fit.KindValidation`).
@@ -144,6 +147,7 @@ class TrainConfig:
     strategy: str = "default"
     devices: list = dataclasses.field(default_factory=list)
     early_stopping_patience: int = 0
+    validate_every: int = 1
     monitor: str = "val_iou_mix"
     out_dir: str = "runs/likeunet_night"
     export: bool = False
@@ -224,7 +228,7 @@ _RANGES = (("val_fraction", 0, True), ("batch_size", 1, False), ("epochs", 1, Fa
            ("warmup_epochs", 0, False), ("weight_decay", 0, False), ("seed", 0, False),
            ("early_stopping_patience", 0, False), ("image_cache_short_side", 32, False),
            ("threads", 0, False), ("workers", 1, False), ("distil_weight", 0, False),
-           ("max_minutes", 0, False))
+           ("max_minutes", 0, False), ("validate_every", 1, False))
 
 
 def _coerce(value, annotation):

@@ -150,15 +150,26 @@ class CosineWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
                 "floor": self.floor}
 
 
+def validation_epochs(epochs, every=1):
+    """The 1-indexed epochs (Keras' `validation_freq` list) after which a run of `epochs`
+    epochs validates: every `every`-th and the last."""
+    if every < 1:
+        raise ValueError(f"validate_every must be at least 1, got {every}")
+    return [e for e in range(1, epochs + 1) if e % every == 0 or e == epochs]
+
+
 class RunState(keras.callbacks.Callback):
     """Checkpoint each epoch atomically, keep the best weights, early-stop, log history.
 
-    Its own state (best value, epochs without improvement) is saved with the checkpoint so a
-    resumed run takes the same decisions as an uninterrupted one.
+    Its own state (best value, validated epochs without improvement) is saved with the
+    checkpoint so a resumed run takes the same decisions as an uninterrupted one. An epoch
+    outside `validated` (0-indexed; None: all) leaves the best epoch and the patience alone.
     """
 
-    def __init__(self, run_dir, monitor, patience, state=None, keep_epochs=False):
+    def __init__(self, run_dir, monitor, patience, state=None, keep_epochs=False,
+                 validated=None):
         super().__init__()
+        self.validated = None if validated is None else set(validated)
         self.run_dir = Path(run_dir)
         self.keep_epochs = keep_epochs
         self.monitor = monitor
@@ -178,7 +189,9 @@ class RunState(keras.callbacks.Callback):
         logs = dict(logs or {})
         self.train_seconds += time.time() - (self._epoch_start or time.time())
         value = logs.get(self.monitor)
-        if value is not None and self.sign * value > self.sign * self.best:
+        if self.validated is not None and epoch not in self.validated:
+            pass   # not validated: nothing to compare
+        elif value is not None and self.sign * value > self.sign * self.best:
             self.best, self.best_epoch, self.wait = float(value), epoch, 0
             with atomic_path(self.run_dir / "best.weights.h5") as tmp:
                 self.model.save_weights(tmp)
@@ -319,11 +332,13 @@ class KindValidation(keras.callbacks.Callback):
     `val_sad_<kind>`, x 1e3 and / 1e3 as `humanmatting.metrics`) and the mean of the MSEs over
     the kinds, `val_mse_mix` (lower is
     better: monitor it with `monitor: val_mse_mix`). Runs before the callbacks that read the
-    logs (history, TensorBoard, best epoch).
+    logs (history, TensorBoard, best epoch). Only after the epochs in `validated` (0-indexed;
+    None: every epoch).
     """
 
-    def __init__(self, store, kinds, *, input_spec, output_spec, sizes):
+    def __init__(self, store, kinds, *, input_spec, output_spec, sizes, validated=None):
         super().__init__()
+        self.validated = None if validated is None else set(validated)
         self.output_spec = output_spec
         self.matting = bool(input_spec.trimap)
         self.batches = {}
@@ -361,7 +376,8 @@ class KindValidation(keras.callbacks.Callback):
         return out if metric == "all" else out[metric]
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None or not self.batches:
+        if logs is None or not self.batches or (
+                self.validated is not None and epoch not in self.validated):
             return
         scores = self.scores("all")
         for metric, per_kind in scores.items():
@@ -600,10 +616,12 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
                                           output_spec=output_spec)
         val_ds = (pipeline.as_tf_dataset(val_batches, input_spec, output_spec, epochs=1)
                   if _on_tensorflow() else val_batches)
+        validate = validation_epochs(config.epochs, config.validate_every)
+        validated = [e - 1 for e in validate]
         callbacks = [KindValidation(val_store, val_kinds, input_spec=input_spec,
-                                    output_spec=output_spec, sizes=sizes),
+                                    output_spec=output_spec, sizes=sizes, validated=validated),
                      RunState(run_dir, config.monitor, config.early_stopping_patience, state,
-                              keep_epochs=config.keep_epochs),
+                              keep_epochs=config.keep_epochs, validated=validated),
                      *callbacks, TimeLimit(config.max_minutes, log),
                      EpochBar(initial_epoch, config.epochs, config.monitor)]
         if _on_tensorflow():   # TensorBoard's writers are TensorFlow's
@@ -618,7 +636,7 @@ def fit(config, *, resume=False, log=print, callbacks=(), command=None):
             f"for epochs {initial_epoch}..{config.epochs - 1}, {steps} steps of "
             f"{config.batch_size}")
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
-                  initial_epoch=initial_epoch,
+                  initial_epoch=initial_epoch, validation_freq=validate,
                   steps_per_epoch=steps if isinstance(train_ds, tf_dataset_types()) else None,
                   callbacks=callbacks,
                   shuffle=False,   # the pipeline's plan orders the batches
