@@ -248,8 +248,8 @@ class Matter:
         flip: test-time augmentation: also run the mirrored input and average the two
             alphas (twice the compute; on the validation split of ../shared/data it lifts
             likeunet_night's IoU by 0.003 on portraits and 0.005 on full-body photos).
-            None: the preset's default (on for the registered LikeUnets, off for a
-            keras.Model passed directly).
+            None: the preset's default (on for the registered LikeUnets and IndexNet, off
+            for a keras.Model passed directly; a trimap is mirrored with its image).
         scales: test-time multi-scale: run each still image at every one of these multiples
             of its chosen size (sides rounded to the divisor) and average the alphas at the
             image's own size (each scale costs a pass, or two with `flip`). None: the

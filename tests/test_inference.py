@@ -178,6 +178,23 @@ def test_flip_defaults_to_the_preset():
     assert not Matter("likeunet_night", flip=False).flip
     inputs = keras.Input((None, None, 3))
     assert not Matter(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))).flip
+    assert Matter("indexnet_mobilenetv2").flip and Matter("auto").flip   # trimap matting too
+
+
+def test_flip_of_a_trimap_model_mirrors_the_trimap_with_the_image():
+    from humanmatting.specs import make_trimap
+
+    image = make_person_image(96, 128, seed=4)
+    trimap = make_trimap((image.mean(-1) > 100).astype(np.float32), erode=4, dilate=4)
+    one = dict(flip=False, scales=(1.0,), max_side=128)
+    plain = Matter("indexnet_mobilenetv2", **one)
+    flipped = Matter("indexnet_mobilenetv2", **{**one, "flip": True})
+    a = plain.predict(image, trimap)
+    b = plain.predict(np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(
+        trimap[:, ::-1]))[:, ::-1]
+    unknown = trimap == 128
+    assert unknown.mean() > 0.05 and np.abs(a - b)[unknown].max() > 1e-3   # not symmetric
+    np.testing.assert_allclose(flipped.predict(image, trimap), (a + b) / 2, atol=1e-5)
 
 
 def test_scaled_size_rounds_each_side_to_the_divisor():
