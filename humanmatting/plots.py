@@ -57,7 +57,8 @@ def plot_history(history_csv, path):
         right.plot(*series(key), marker=".", label=key.removeprefix("val_iou_"),
                    **style)
     right.set(xlabel="epoch", ylabel="IoU", title="validation IoU per kind", ylim=(0, 1))
-    right.legend(fontsize=8, loc="lower right")
+    if kinds:   # none yet before the first validated epoch
+        right.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return _save(fig, path)
 
