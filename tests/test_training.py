@@ -378,6 +378,8 @@ def test_validation_every_few_epochs_keeps_best_and_patience_to_validated_ones(t
 def test_fit_validates_only_every_few_epochs(tmp_path):
     import csv
 
+    import cv2
+
     config = tiny_config(tmp_path, validate_every=2)
     summary = fit(config, log=lambda *a: None)
     rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
@@ -387,7 +389,7 @@ def test_fit_validates_only_every_few_epochs(tmp_path):
     assert [bool(r["val_iou_mix"]) for r in rows] == [False, True, True]
     assert all(r["loss"] for r in rows)
     assert summary["best_epoch"] in (1, 2)
-    curves = __import__("cv2").imread(str(tmp_path / "run" / "history.png"))
+    curves = cv2.imread(str(tmp_path / "run" / "history.png"))
     assert curves is not None and curves.std() > 10   # the plot takes the gaps
 
 

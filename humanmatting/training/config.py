@@ -78,8 +78,8 @@ class TrainConfig:
         early_stopping_patience: validated epochs without a better monitored value before
             stopping (0 = never).
         validate_every: validate (and so choose the best epoch) after every this many epochs
-            and after the last one (`fit.validation_epochs`); the passes over the validation
-            split can cost more than the training steps on a CPU.
+            and after the last one (`fit.validation_epochs`); each validation is two passes
+            over the validation split (Keras' losses, then the per-kind IoU).
         monitor: validation metric to select the best epoch by (higher is better); the
             default `val_iou_mix` is the mean over the kinds of photo of each kind's mean
             per-image IoU (`fit.KindValidation`).
